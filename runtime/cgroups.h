@@ -1,0 +1,88 @@
+#pragma once
+// cgroups for pods and containers with the cgroupfs driver, v1 and v2.
+//
+// A cgroup is named by a path relative to the hierarchy roots, e.g.
+// "/kubepods/besteffort/pod123/<sandbox-id>". On v1 it exists once per
+// controller hierarchy (cpu, cpuacct, cpuset, memory, pids, blkio, devices,
+// freezer, hugetlb, and the named systemd hierarchy when mounted); on v2 once
+// in the unified tree.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace crisp::runtime {
+
+// Kernel edge: the filesystem operations cgroup management needs. Real
+// implementation on the mounted cgroupfs; tests use a temp-dir tree.
+class CgroupWriter {
+ public:
+  virtual ~CgroupWriter() = default;
+  // mkdir; OK if it exists.
+  virtual absl::Status Mkdir(const std::string& dir) = 0;
+  // rmdir; OK if it does not exist.
+  virtual absl::Status Rmdir(const std::string& dir) = 0;
+  // Writes `value` to an existing control file (no create, no truncate
+  // semantics beyond what cgroupfs does).
+  virtual absl::Status Write(const std::string& file, const std::string& value) = 0;
+  virtual absl::StatusOr<std::string> Read(const std::string& file) = 0;
+  virtual bool Exists(const std::string& path) = 0;
+};
+
+std::unique_ptr<CgroupWriter> NewFsCgroupWriter();
+
+// cgroup v1 cpu.shares -> v2 cpu.weight, the formula runc and Kubernetes use.
+int64_t CpuSharesToWeight(int64_t shares);
+
+// Resource settings, in CRI units. Unset fields are left alone.
+struct CgroupResources {
+  std::optional<int64_t> cpu_shares;     // v1 cpu.shares; v2 cpu.weight converted
+  std::optional<int64_t> cpu_quota;      // us; <=0 means unlimited
+  std::optional<int64_t> cpu_period;     // us
+  std::optional<std::string> cpuset_cpus, cpuset_mems;
+  std::optional<int64_t> memory_limit;   // bytes; 0 = unlimited
+  std::optional<int64_t> memory_swap_limit;  // bytes (memory+swap on v1); 0 = unset
+  std::optional<int64_t> pids_limit;     // <=0 = unlimited
+  std::map<std::string, uint64_t> hugepage_limits;  // page size ("2MB") -> bytes
+  std::map<std::string, std::string> unified;        // v2 only: file -> value
+};
+
+// Where each hierarchy is mounted. Detect() reads /proc/self/mountinfo.
+struct CgroupLayout {
+  bool v2 = false;                             // unified hierarchy with controllers in use
+  std::string unified_root;                    // v2 mount point (if v2)
+  std::map<std::string, std::string> v1_roots; // controller -> mount point (v1)
+  static absl::StatusOr<CgroupLayout> Detect();
+  // Parses mountinfo text (for tests).
+  static CgroupLayout FromMountinfo(const std::string& mountinfo);
+};
+
+class CgroupManager {
+ public:
+  CgroupManager(CgroupLayout layout, std::unique_ptr<CgroupWriter> writer);
+
+  // Creates the cgroup (and its parents) in every hierarchy and applies `res`.
+  // On failure, removes what it created.
+  absl::Status Create(const std::string& path, const CgroupResources& res);
+  // Applies `res` to an existing cgroup.
+  absl::Status Update(const std::string& path, const CgroupResources& res);
+  // Moves `pid` into the cgroup in every hierarchy.
+  absl::Status AddProcess(const std::string& path, int pid);
+  // Removes the cgroup from every hierarchy (not its parents). Kills nothing:
+  // FAILED_PRECONDITION if processes remain. OK if it does not exist.
+  absl::Status Destroy(const std::string& path);
+  // True if the cgroup exists in any hierarchy.
+  bool Exists(const std::string& path);
+  const CgroupLayout& layout() const { return layout_; }
+
+ private:
+  CgroupLayout layout_;
+  std::unique_ptr<CgroupWriter> writer_;
+};
+
+}  // namespace crisp::runtime

@@ -1,0 +1,102 @@
+#include "runtime/namespaces.h"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/status.h"
+
+namespace crisp::runtime {
+
+absl::Status PinNamespaces(int pid, const std::vector<std::string>& types, const std::string& dir) {
+  RETURN_IF_ERROR(MkdirAll(dir, 0711));
+  std::vector<std::string> done;
+  auto undo = [&] {
+    for (const auto& t : done) {
+      std::string p = JoinPath(dir, t);
+      ::umount2(p.c_str(), MNT_DETACH);
+      ::unlink(p.c_str());
+    }
+  };
+  for (const auto& t : types) {
+    std::string target = JoinPath(dir, t);
+    std::string source = absl::StrCat("/proc/", pid, "/ns/", t);
+    int fd = ::open(target.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0444);
+    if (fd < 0) {
+      int e = errno;
+      undo();
+      return ErrnoStatus(e, "creating " + target);
+    }
+    ::close(fd);
+    if (::mount(source.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+      int e = errno;
+      ::unlink(target.c_str());
+      undo();
+      return ErrnoStatus(e, absl::StrCat("bind-mounting ", source, " on ", target));
+    }
+    done.push_back(t);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UnpinNamespaces(const std::string& dir) {
+  auto names = ListDir(dir);
+  if (!names.ok()) {
+    if (names.status().code() == absl::StatusCode::kNotFound) return absl::OkStatus();
+    return names.status();
+  }
+  for (const auto& n : *names) {
+    std::string p = JoinPath(dir, n);
+    // Loop: a file may carry stacked mounts after a crash-and-retry.
+    while (IsNamespacePin(p)) {
+      if (::umount2(p.c_str(), MNT_DETACH) != 0) return ErrnoStatus(errno, "unmounting " + p);
+    }
+    if (::unlink(p.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "removing " + p);
+  }
+  if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "removing " + dir);
+  return absl::OkStatus();
+}
+
+bool IsNamespacePin(const std::string& path) {
+  struct statfs fs;
+  if (::statfs(path.c_str(), &fs) != 0) return false;
+  return static_cast<unsigned long>(fs.f_type) == static_cast<unsigned long>(NSFS_MAGIC);
+}
+
+absl::Status MountShm(const std::string& dir, uint64_t size_bytes) {
+  RETURN_IF_ERROR(MkdirAll(dir, 0755));
+  std::string opts = absl::StrCat("mode=1777,size=", size_bytes);
+  if (::mount("shm", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts.c_str()) != 0) {
+    int e = errno;
+    ::rmdir(dir.c_str());
+    return ErrnoStatus(e, "mounting tmpfs on " + dir);
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+bool IsMountPoint(const std::string& dir) {
+  struct stat st, parent;
+  if (::stat(dir.c_str(), &st) != 0) return false;
+  if (::stat((dir + "/..").c_str(), &parent) != 0) return false;
+  return st.st_dev != parent.st_dev;
+}
+}  // namespace
+
+absl::Status UnmountAndRemove(const std::string& dir) {
+  if (!PathExists(dir)) return absl::OkStatus();
+  while (IsMountPoint(dir)) {
+    if (::umount2(dir.c_str(), MNT_DETACH) != 0) return ErrnoStatus(errno, "unmounting " + dir);
+  }
+  if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "removing " + dir);
+  return absl::OkStatus();
+}
+
+}  // namespace crisp::runtime

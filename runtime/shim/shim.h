@@ -1,0 +1,8 @@
+#pragma once
+// crisp-shim modes. Each returns the shim's exit code.
+namespace crisp::shim {
+
+// `crisp-shim pause`: plan on fd 3, see pause_mode.cc.
+int PauseMode();
+
+}  // namespace crisp::shim

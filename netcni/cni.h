@@ -1,0 +1,130 @@
+#pragma once
+// CNI for pod sandboxes: loads the network configuration, runs the plugins
+// (ADD / DEL / CHECK, per the CNI spec 0.3.0 - 1.0.0) and caches results so
+// that DEL works even after the configuration changed.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "nlohmann/json.hpp"
+
+namespace crisp::netcni {
+
+// Runs one plugin binary. The real one spawns it (common/reaper); tests use a fake.
+class CniInvoker {
+ public:
+  virtual ~CniInvoker() = default;
+  struct Result {
+    int exit_code = 0;
+    std::string stdout_data;
+    std::string stderr_data;
+  };
+  // Runs `plugin_path` with exactly `env` and `stdin_data` on its stdin.
+  // Returns the exit code and both outputs; an error only if it could not be
+  // run at all or did not finish within `timeout` (DEADLINE_EXCEEDED; the
+  // plugin is killed).
+  virtual absl::StatusOr<Result> Exec(const std::string& plugin_path, const std::vector<std::string>& env,
+                                      const std::string& stdin_data, absl::Duration timeout) = 0;
+};
+
+std::unique_ptr<CniInvoker> NewExecInvoker();
+
+struct CniOptions {
+  std::string conf_dir = "/etc/cni/net.d";
+  std::vector<std::string> bin_dirs = {"/opt/cni/bin", "/usr/lib/cni"};
+  std::string cache_dir;  // where results are cached (persistent), e.g. <root>/cni
+  absl::Duration plugin_timeout = absl::Seconds(60);
+};
+
+struct PortMapping {
+  std::string protocol = "tcp";  // "tcp", "udp", "sctp"
+  int32_t container_port = 0;
+  int32_t host_port = 0;
+  std::string host_ip;
+};
+
+struct BandwidthLimits {
+  uint64_t ingress_rate = 0, ingress_burst = 0, egress_rate = 0, egress_burst = 0;  // bits/s, bits
+};
+
+struct PodNetworkRequest {
+  std::string container_id;  // the sandbox id
+  std::string netns_path;    // CNI_NETNS
+  std::string ifname = "eth0";
+  std::string pod_name, pod_namespace, pod_uid;
+  std::vector<PortMapping> port_mappings;
+  // DNS servers/searches/options for the "dns" capability.
+  std::vector<std::string> dns_servers, dns_searches, dns_options;
+  std::optional<BandwidthLimits> bandwidth;
+  std::string pod_cidr;  // from UpdateRuntimeConfig; "ipRanges" capability
+};
+
+struct PodIp {
+  std::string address;  // without prefix length, e.g. "10.88.0.5"
+  int prefix_len = 0;
+  bool ipv6 = false;
+};
+
+struct PodNetworkResult {
+  std::string network_name;
+  std::vector<PodIp> ips;    // primary first: the first IPv4, then the rest in result order
+  nlohmann::json raw_result;  // the final plugin's result
+};
+
+class CniManager {
+ public:
+  CniManager(CniOptions opts, std::unique_ptr<CniInvoker> invoker);
+
+  // OK if a loadable configuration exists (reloading it if the directory
+  // changed); otherwise FAILED_PRECONDITION with a message saying why (no
+  // file, parse error naming the file, plugin binary missing).
+  absl::Status Ready();
+
+  // The name and file of the loaded network, for status/verbose output.
+  std::string NetworkName();
+  std::string ConfigFile();
+
+  // Runs ADD for every plugin in the list, chaining prevResult. On failure
+  // runs DEL for what was added and returns the error naming the plugin and
+  // its message (JSON "msg"/"details" or stderr). The result (and the exact
+  // config used) is cached under cache_dir before returning OK.
+  absl::StatusOr<PodNetworkResult> Setup(const PodNetworkRequest& req);
+
+  // Runs DEL in reverse order using the cached config and result if there is
+  // one (else the current config). OK if there is nothing to delete. A
+  // missing netns is tolerated. Removes the cache entry on success.
+  absl::Status Teardown(const PodNetworkRequest& req);
+
+  // Runs CHECK (configs >= 0.4.0) against the cached result.
+  absl::Status Check(const PodNetworkRequest& req);
+
+  // The cached result for a sandbox, if any (used on crispd restart).
+  std::optional<PodNetworkResult> CachedResult(const std::string& container_id);
+
+ private:
+  // implementation-defined members
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+// Pod IPs from a plugin result (0.3.0 - 1.0.0): addresses on interfaces
+// inside the sandbox (all of them if the result names no interfaces),
+// IPv4 first. Exposed for tests.
+PodNetworkResult ParseResult(const std::string& network, const nlohmann::json& result);
+
+// Brings the loopback interface up inside the network namespace at
+// `netns_path` (a pinned /proc/<pid>/ns/net file), using libnl from a helper
+// thread that joins the namespace; crispd's own threads never change namespace.
+absl::Status BringUpLoopback(const std::string& netns_path);
+
+// Addresses (without "lo") currently configured inside the namespace, read with libnl.
+absl::StatusOr<std::vector<PodIp>> ListAddresses(const std::string& netns_path, const std::string& ifname);
+
+}  // namespace crisp::netcni

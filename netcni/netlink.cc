@@ -1,0 +1,106 @@
+// libnl helpers that act inside a pod's network namespace. Each runs on a
+// short-lived thread that joins the namespace: crispd's own threads never
+// change namespace.
+#include <fcntl.h>
+#include <net/if.h>
+#include <netlink/addr.h>
+#include <netlink/netlink.h>
+#include <netlink/route/addr.h>
+#include <netlink/route/link.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "common/unique_fd.h"
+#include "netcni/cni.h"
+
+namespace crisp::netcni {
+namespace {
+
+template <typename F>
+absl::Status InNetns(const std::string& netns_path, F fn) {
+  absl::Status result;
+  std::thread t([&] {
+    UniqueFd fd(::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+      result = ErrnoStatus(errno, "opening netns " + netns_path);
+      return;
+    }
+    if (::setns(fd.get(), CLONE_NEWNET) != 0) {
+      result = ErrnoStatus(errno, "joining netns " + netns_path);
+      return;
+    }
+    result = fn();
+  });
+  t.join();
+  return result;
+}
+
+struct Sock {
+  struct nl_sock* s = nl_socket_alloc();
+  ~Sock() {
+    if (s) nl_socket_free(s);
+  }
+};
+
+absl::Status NlError(int err, absl::string_view what) {
+  return absl::InternalError(absl::StrCat(what, ": ", nl_geterror(err)));
+}
+
+}  // namespace
+
+absl::Status BringUpLoopback(const std::string& netns_path) {
+  return InNetns(netns_path, []() -> absl::Status {
+    Sock sock;
+    if (!sock.s) return absl::ResourceExhaustedError("nl_socket_alloc");
+    if (int e = nl_connect(sock.s, NETLINK_ROUTE); e < 0) return NlError(e, "netlink connect");
+    struct rtnl_link* lo = nullptr;
+    if (int e = rtnl_link_get_kernel(sock.s, 0, "lo", &lo); e < 0) return NlError(e, "looking up lo");
+    struct rtnl_link* change = rtnl_link_alloc();
+    rtnl_link_set_flags(change, IFF_UP);
+    int e = rtnl_link_change(sock.s, lo, change, 0);
+    rtnl_link_put(change);
+    rtnl_link_put(lo);
+    if (e < 0) return NlError(e, "setting lo up");
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::vector<PodIp>> ListAddresses(const std::string& netns_path, const std::string& ifname) {
+  std::vector<PodIp> out;
+  absl::Status s = InNetns(netns_path, [&]() -> absl::Status {
+    Sock sock;
+    if (!sock.s) return absl::ResourceExhaustedError("nl_socket_alloc");
+    if (int e = nl_connect(sock.s, NETLINK_ROUTE); e < 0) return NlError(e, "netlink connect");
+    struct rtnl_link* link = nullptr;
+    if (int e = rtnl_link_get_kernel(sock.s, 0, ifname.c_str(), &link); e < 0)
+      return absl::NotFoundError(absl::StrCat("interface ", ifname, ": ", nl_geterror(e)));
+    int ifindex = rtnl_link_get_ifindex(link);
+    rtnl_link_put(link);
+    struct nl_cache* cache = nullptr;
+    if (int e = rtnl_addr_alloc_cache(sock.s, &cache); e < 0) return NlError(e, "listing addresses");
+    for (struct nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
+      auto* a = reinterpret_cast<struct rtnl_addr*>(o);
+      if (rtnl_addr_get_ifindex(a) != ifindex || rtnl_addr_get_scope(a) != RT_SCOPE_UNIVERSE) continue;
+      struct nl_addr* local = rtnl_addr_get_local(a);
+      if (!local) continue;
+      char buf[128];
+      std::string text = nl_addr2str(local, buf, sizeof buf);
+      PodIp ip;
+      ip.address = text.substr(0, text.find('/'));
+      ip.prefix_len = static_cast<int>(nl_addr_get_prefixlen(local));
+      ip.ipv6 = nl_addr_get_family(local) == AF_INET6;
+      out.push_back(ip);
+    }
+    nl_cache_free(cache);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+}  // namespace crisp::netcni

@@ -1,0 +1,62 @@
+#pragma once
+// crispd configuration: /etc/crisp/crisp.yaml parsed once into a plain struct.
+// Every path is configurable so that every test runs in a temp dir.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace crisp::server {
+
+struct CniConfig {
+  std::string conf_dir = "/etc/cni/net.d";
+  std::vector<std::string> bin_dirs = {"/opt/cni/bin", "/usr/lib/cni"};
+  absl::Duration plugin_timeout = absl::Seconds(60);
+};
+
+struct RegistryAuth {
+  std::string username, password, auth, identity_token;
+};
+
+struct RegistryConfig {
+  std::map<std::string, std::vector<std::string>> mirrors;
+  std::vector<std::string> insecure;
+  std::map<std::string, std::string> ca_files;
+  std::map<std::string, RegistryAuth> auths;
+};
+
+struct Config {
+  std::string socket = "/run/crisp/crisp.sock";
+  std::string root = "/var/lib/crisp";
+  std::string state = "/run/crisp";
+  std::string log_level = "info";
+  std::string shim_path;  // empty: crisp-shim next to the crispd binary
+  std::string cgroup_parent = "/crisp";
+  uint64_t shm_size = 64ull << 20;
+  CniConfig cni;
+  RegistryConfig registry;
+
+  // Checks values that parsing alone cannot (absolute paths, levels, ...).
+  // INVALID_ARGUMENT naming the key.
+  absl::Status Validate() const;
+};
+
+// Parses YAML text. Unknown keys and ill-typed values are INVALID_ARGUMENT
+// naming the key (e.g. "cni.plugin_timeout: invalid duration \"x\"").
+absl::StatusOr<Config> ParseConfig(const std::string& yaml_text);
+
+// Reads and parses a file. A missing file at the default path yields the
+// defaults; a missing file that was asked for explicitly is NOT_FOUND.
+absl::StatusOr<Config> LoadConfig(const std::string& path, bool must_exist);
+
+// The commented default configuration (`crispd config default`). Parsing it
+// yields exactly Config{}.
+std::string DefaultConfigYaml();
+
+// The effective configuration as JSON (Status verbose info).
+std::string ConfigToJson(const Config& c);
+
+}  // namespace crisp::server

@@ -1,0 +1,63 @@
+#include "server/cri_service.h"
+
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/status.h"
+
+namespace crisp::server {
+
+CriService::CriService(Config config, std::unique_ptr<netcni::CniManager> cni,
+                       std::unique_ptr<runtime::CgroupManager> cgroups)
+    : config_(std::move(config)), cni_(std::move(cni)), cgroups_(std::move(cgroups)) {
+  podsandbox::ControllerOptions opts;
+  opts.root = config_.root;
+  opts.state = config_.state;
+  opts.shim_path = config_.shim_path;
+  opts.default_cgroup_parent = config_.cgroup_parent;
+  opts.shm_size = config_.shm_size;
+  sandboxes_ = std::make_unique<podsandbox::Controller>(opts, cni_.get(), cgroups_.get());
+}
+
+CriService::~CriService() = default;
+
+absl::Status CriService::Init() {
+  for (const char* sub : {"sandboxes", "containers", "cni"}) RETURN_IF_ERROR(MkdirAll(JoinPath(config_.root, sub), 0700));
+  for (const char* sub : {"sandboxes", "ns"}) RETURN_IF_ERROR(MkdirAll(JoinPath(config_.state, sub), 0700));
+  auto log = Logger("server");
+  int ready = 0, total = 0;
+  for (auto& sb : sandboxes_->LoadAll()) {
+    ++total;
+    if (sb.state == podsandbox::SandboxState::kReady) ++ready;
+    std::string id = sb.id;
+    if (sb.load_error.empty()) {
+      if (auto s = sandbox_names_.Reserve(SandboxName(sb.config.metadata()), id); !s.ok())
+        log->error("sandbox {}: {}", id, s.ToString());
+    }
+    auto entry = std::make_shared<SandboxEntry>(std::move(sb));
+    sandbox_store_.Add(entry);
+    if (entry->Snapshot()->state == podsandbox::SandboxState::kReady) WatchPause(entry);
+  }
+  log->info("recovered {} sandboxes ({} ready)", total, ready);
+  return absl::OkStatus();
+}
+
+void CriService::WatchPause(const std::shared_ptr<SandboxEntry>& entry) {
+  auto snap = entry->Snapshot();
+  std::weak_ptr<SandboxEntry> weak = entry;
+  std::string id = snap->id;
+  auto s = exit_watcher_.Watch(snap->pause, [weak, id] {
+    if (auto e = weak.lock()) {
+      if (e->Snapshot()->state == podsandbox::SandboxState::kReady)
+        Logger("server")->info("sandbox {}: pause process exited, sandbox is NOTREADY", id);
+      e->MarkNotReady();
+    }
+  });
+  if (!s.ok()) Logger("server")->warn("sandbox {}: cannot watch pause process: {}", id, s.ToString());
+}
+
+std::string CriService::PodCidr() const {
+  std::lock_guard<std::mutex> lock(cidr_mu_);
+  return pod_cidr_;
+}
+
+}  // namespace crisp::server

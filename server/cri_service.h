@@ -1,0 +1,70 @@
+#pragma once
+// The CRI implementation, independent of gRPC: each RPC is a method taking the
+// request and filling the response, returning absl::Status. grpc_services.cc
+// adapts it to the generated gRPC services; one file per RPC group holds the
+// logic (run_pod_sandbox.cc, pod_sandbox_status.cc, ...).
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/status/status.h"
+#include "api/cri/api.pb.h"
+#include "common/exit_watcher.h"
+#include "netcni/cni.h"
+#include "podsandbox/controller.h"
+#include "runtime/cgroups.h"
+#include "server/config.h"
+#include "server/name_registry.h"
+#include "server/sandbox_store.h"
+
+namespace crisp::server {
+
+namespace cri = ::runtime::v1;
+
+class CriService {
+ public:
+  // `cni` and `cgroups` are the kernel edges (fakes in unit tests).
+  CriService(Config config, std::unique_ptr<netcni::CniManager> cni, std::unique_ptr<runtime::CgroupManager> cgroups);
+  ~CriService();
+
+  // Creates the state directories and recovers every persisted object.
+  absl::Status Init();
+
+  // Runtime information.
+  absl::Status Version(const cri::VersionRequest& req, cri::VersionResponse* resp);
+  absl::Status Status(const cri::StatusRequest& req, cri::StatusResponse* resp);
+  absl::Status RuntimeConfig(const cri::RuntimeConfigRequest& req, cri::RuntimeConfigResponse* resp);
+  absl::Status UpdateRuntimeConfig(const cri::UpdateRuntimeConfigRequest& req, cri::UpdateRuntimeConfigResponse* resp);
+
+  // Pod sandboxes.
+  absl::Status RunPodSandbox(const cri::RunPodSandboxRequest& req, cri::RunPodSandboxResponse* resp);
+  absl::Status StopPodSandbox(const cri::StopPodSandboxRequest& req, cri::StopPodSandboxResponse* resp);
+  absl::Status RemovePodSandbox(const cri::RemovePodSandboxRequest& req, cri::RemovePodSandboxResponse* resp);
+  absl::Status PodSandboxStatus(const cri::PodSandboxStatusRequest& req, cri::PodSandboxStatusResponse* resp);
+  absl::Status ListPodSandbox(const cri::ListPodSandboxRequest& req, cri::ListPodSandboxResponse* resp);
+
+  const Config& config() const { return config_; }
+
+ private:
+  std::string PodCidr() const;
+  void WatchPause(const std::shared_ptr<SandboxEntry>& entry);
+
+  Config config_;
+  std::unique_ptr<netcni::CniManager> cni_;
+  std::unique_ptr<runtime::CgroupManager> cgroups_;
+  std::unique_ptr<podsandbox::Controller> sandboxes_;
+  SandboxStore sandbox_store_;
+  NameRegistry sandbox_names_;
+  ExitWatcher exit_watcher_;
+  mutable std::mutex cidr_mu_;
+  std::string pod_cidr_;
+};
+
+// Fills a CRI PodSandbox / PodSandboxStatus from our record (also used by tests).
+void ToCriSandbox(const podsandbox::Sandbox& sb, cri::PodSandbox* out);
+void ToCriSandboxStatus(const podsandbox::Sandbox& sb, cri::PodSandboxStatus* out);
+// Label selector match: every key/value of `selector` is in `labels`.
+bool MatchLabels(const google::protobuf::Map<std::string, std::string>& selector,
+                 const google::protobuf::Map<std::string, std::string>& labels);
+
+}  // namespace crisp::server

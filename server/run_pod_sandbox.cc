@@ -1,0 +1,73 @@
+// RunPodSandbox: validate, reserve the name, let the controller build the pod
+// (it rolls back on failure), publish it.
+#include "absl/strings/str_cat.h"
+#include "common/ids.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "server/cri_service.h"
+
+namespace crisp::server {
+
+absl::Status CriService::RunPodSandbox(const cri::RunPodSandboxRequest& req, cri::RunPodSandboxResponse* resp) {
+  if (!req.has_config() || !req.config().has_metadata())
+    return absl::InvalidArgumentError("RunPodSandbox: config.metadata is required");
+  const auto& md = req.config().metadata();
+  if (md.name().empty()) return absl::InvalidArgumentError("RunPodSandbox: metadata.name is required");
+  if (!req.runtime_handler().empty())
+    return absl::InvalidArgumentError(absl::StrCat("RunPodSandbox: runtime handler \"", req.runtime_handler(),
+                                                   "\" is not configured (crisp has only the default handler \"\")"));
+
+  std::string id = NewId();
+  std::string name = SandboxName(md);
+  RETURN_IF_ERROR(sandbox_names_.Reserve(name, id));
+  auto sb = sandboxes_->Run(id, req.config(), req.runtime_handler(), PodCidr());
+  if (!sb.ok()) {
+    sandbox_names_.Release(name, id);
+    return Annotate(sb.status(), absl::StrCat("running pod sandbox ", name));
+  }
+  auto entry = std::make_shared<SandboxEntry>(std::move(*sb));
+  sandbox_store_.Add(entry);
+  WatchPause(entry);
+  resp->set_pod_sandbox_id(id);
+  Logger("server")->info("sandbox {} ({}) ready", id, name);
+  return absl::OkStatus();
+}
+
+absl::Status CriService::StopPodSandbox(const cri::StopPodSandboxRequest& req, cri::StopPodSandboxResponse*) {
+  auto entry = sandbox_store_.Find(req.pod_sandbox_id());
+  if (!entry.ok()) {
+    // Stop is idempotent: an unknown (already removed) sandbox is stopped.
+    if (entry.status().code() == absl::StatusCode::kNotFound) return absl::OkStatus();
+    return entry.status();
+  }
+  std::lock_guard<std::mutex> lock((*entry)->op_mu);
+  if ((*entry)->removed) return absl::OkStatus();
+  podsandbox::Sandbox sb = *(*entry)->Snapshot();
+  absl::Status s = sandboxes_->Stop(sb, PodCidr());
+  (*entry)->Publish(sb);  // what was done stays done, even on error
+  if (!s.ok()) return Annotate(s, absl::StrCat("stopping pod sandbox ", sb.id));
+  return absl::OkStatus();
+}
+
+absl::Status CriService::RemovePodSandbox(const cri::RemovePodSandboxRequest& req, cri::RemovePodSandboxResponse*) {
+  auto entry = sandbox_store_.Find(req.pod_sandbox_id());
+  if (!entry.ok()) {
+    if (entry.status().code() == absl::StatusCode::kNotFound) return absl::OkStatus();
+    return entry.status();
+  }
+  std::lock_guard<std::mutex> lock((*entry)->op_mu);
+  if ((*entry)->removed) return absl::OkStatus();
+  podsandbox::Sandbox sb = *(*entry)->Snapshot();
+  absl::Status s = sandboxes_->Remove(sb, PodCidr());
+  if (!s.ok()) {
+    (*entry)->Publish(sb);
+    return Annotate(s, absl::StrCat("removing pod sandbox ", sb.id));
+  }
+  (*entry)->removed = true;
+  sandbox_store_.Remove(sb.id);
+  if (sb.load_error.empty()) sandbox_names_.Release(SandboxName(sb.config.metadata()), sb.id);
+  Logger("server")->info("sandbox {} removed", sb.id);
+  return absl::OkStatus();
+}
+
+}  // namespace crisp::server

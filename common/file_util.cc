@@ -24,7 +24,7 @@ std::string JoinPath(absl::string_view a, absl::string_view b) {
   return absl::StrCat(a, "/", b);
 }
 
-absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, mode_t mode) {
+absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, mode_t mode, bool durable) {
   std::string dir = path.substr(0, path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/'));
   if (dir.empty()) dir = ".";
   std::string tmp = absl::StrCat(path, ".tmp-", RandomHex(8));
@@ -41,7 +41,7 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, mo
     }
     off += static_cast<size_t>(n);
   }
-  if (::fchmod(fd.get(), mode) != 0 || ::fsync(fd.get()) != 0) {
+  if (::fchmod(fd.get(), mode) != 0 || (durable && ::fsync(fd.get()) != 0)) {
     int e = errno;
     ::unlink(tmp.c_str());
     return ErrnoStatus(e, absl::StrCat("syncing ", tmp));
@@ -52,6 +52,7 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, mo
     ::unlink(tmp.c_str());
     return ErrnoStatus(e, absl::StrCat("renaming ", tmp, " to ", path));
   }
+  if (!durable) return absl::OkStatus();
   UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dfd) ::fsync(dfd.get());
   return absl::OkStatus();

@@ -11,10 +11,13 @@
 
 namespace crisp {
 
-// Writes `data` to a temp file next to `path`, fsyncs it, renames it over
-// `path` and fsyncs the directory: readers see the old or the new content,
-// never a torn file, even across a crash.
-absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, mode_t mode = 0644);
+// Writes `data` to a temp file next to `path` and renames it over `path`:
+// readers see the old or the new content, never a torn file. With `durable`
+// (the default) the file and its directory are fsync'd too, so the new
+// content also survives a crash; files that are regenerated anyway can skip
+// that cost.
+absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, mode_t mode = 0644,
+                             bool durable = true);
 
 // Reads a whole file. NOT_FOUND if it does not exist.
 absl::StatusOr<std::string> ReadFile(const std::string& path);

@@ -6,6 +6,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/log.h"
@@ -23,6 +24,10 @@ namespace cri = ::runtime::v1;
 using json = nlohmann::json;
 
 constexpr absl::Duration kPauseKillTimeout = absl::Seconds(10);
+// hostname/hosts/resolv.conf need no fsync: a crash before they reach the
+// disk is a crash before RunPodSandbox returned, and recovery removes such a
+// sandbox's files with it.
+constexpr bool kRegenerable = false;
 
 std::shared_ptr<spdlog::logger> Log() { return Logger("podsandbox"); }
 
@@ -60,6 +65,21 @@ class Rollback {
 
  private:
   std::vector<std::pair<std::string, std::function<absl::Status()>>> steps_;
+};
+
+// Durations of the steps of one operation, logged as one debug line.
+class StepTimer {
+ public:
+  void Mark(const char* step) {
+    absl::Time now = absl::Now();
+    absl::StrAppend(&line_, " ", step, "=", absl::StrFormat("%.1f", absl::ToDoubleMilliseconds(now - last_)), "ms");
+    last_ = now;
+  }
+  const std::string& line() const { return line_; }
+
+ private:
+  absl::Time last_ = absl::Now();
+  std::string line_;
 };
 
 }  // namespace
@@ -159,8 +179,8 @@ std::string Controller::VolatileDir(const std::string& id) const {
 }
 std::string Controller::NsDir(const std::string& id) const { return JoinPath(JoinPath(opts_.state, "ns"), id); }
 
-absl::Status Controller::Save(const Sandbox& sb) {
-  return WriteFileAtomic(JoinPath(SandboxDir(sb.id), "meta.json"), SandboxToJson(sb), 0600);
+absl::Status Controller::Save(const Sandbox& sb, bool durable) {
+  return WriteFileAtomic(JoinPath(SandboxDir(sb.id), "meta.json"), SandboxToJson(sb), 0600, durable);
 }
 
 netcni::PodNetworkRequest Controller::NetworkRequest(const Sandbox& sb, const std::string& pod_cidr) const {
@@ -219,31 +239,35 @@ absl::StatusOr<Sandbox> Controller::Run(const std::string& id, const cri::PodSan
 
   const std::string dir = SandboxDir(id), vdir = VolatileDir(id), nsdir = NsDir(id);
   Rollback rb;
+  StepTimer t;
 
   // 1. Directories and the files containers will bind-mount.
   RETURN_IF_ERROR(MkdirAll(dir, 0700));
   rb.Add("sandbox dir", [dir] { return RemoveAll(dir); });
   RETURN_IF_ERROR(MkdirAll(vdir, 0700));
   rb.Add("volatile dir", [vdir] { return RemoveAll(vdir); });
+  t.Mark("dirs");
 
   std::string hostname = config.hostname().empty() ? HostHostname() : config.hostname();
   sb.hostname_path = JoinPath(dir, "hostname");
-  RETURN_IF_ERROR(WriteFileAtomic(sb.hostname_path, hostname + "\n"));
+  RETURN_IF_ERROR(WriteFileAtomic(sb.hostname_path, hostname + "\n", 0644, kRegenerable));
   sb.hosts_path = JoinPath(dir, "hosts");
   if (sb.host_network) {
     auto hosts = ReadFile(opts_.host_hosts_file);
-    RETURN_IF_ERROR(WriteFileAtomic(sb.hosts_path, hosts.ok() ? *hosts : DefaultHostsContent()));
+    RETURN_IF_ERROR(WriteFileAtomic(sb.hosts_path, hosts.ok() ? *hosts : DefaultHostsContent(), 0644, kRegenerable));
   } else {
-    RETURN_IF_ERROR(WriteFileAtomic(sb.hosts_path, DefaultHostsContent()));
+    RETURN_IF_ERROR(WriteFileAtomic(sb.hosts_path, DefaultHostsContent(), 0644, kRegenerable));
   }
   sb.resolv_conf_path = JoinPath(dir, "resolv.conf");
   const auto& dns = config.dns_config();
   if (dns.servers_size() + dns.searches_size() + dns.options_size() > 0) {
-    RETURN_IF_ERROR(WriteFileAtomic(sb.resolv_conf_path, ResolvConfContent(dns)));
+    RETURN_IF_ERROR(WriteFileAtomic(sb.resolv_conf_path, ResolvConfContent(dns), 0644, kRegenerable));
   } else {
     auto host = ReadFile(opts_.host_resolv_conf);
-    RETURN_IF_ERROR(WriteFileAtomic(sb.resolv_conf_path, host.ok() ? *host : ""));
+    RETURN_IF_ERROR(WriteFileAtomic(sb.resolv_conf_path, host.ok() ? *host : "", 0644, kRegenerable));
   }
+
+  t.Mark("files");
 
   // 2. /dev/shm for the pod, unless it uses the host's IPC namespace.
   if (sb.host_ipc) {
@@ -254,6 +278,8 @@ absl::StatusOr<Sandbox> Controller::Run(const std::string& id, const cri::PodSan
     rb.Add("shm mount", [p = sb.shm_path] { return runtime::UnmountAndRemove(p); });
   }
 
+  t.Mark("shm");
+
   // 3. The pod cgroup.
   std::string parent = linux.cgroup_parent().empty() ? opts_.default_cgroup_parent : linux.cgroup_parent();
   if (parent.find("..") != std::string::npos)
@@ -263,6 +289,8 @@ absl::StatusOr<Sandbox> Controller::Run(const std::string& id, const cri::PodSan
   if (linux.has_resources()) res = ToCgroupResources(linux.resources());
   if (auto s = cgroups_->Create(sb.cgroup_path, res); !s.ok()) return Annotate(s, "creating pod cgroup");
   rb.Add("pod cgroup", [this, p = sb.cgroup_path] { return cgroups_->Destroy(p); });
+
+  t.Mark("cgroup");
 
   // 4. The pause process, which owns the pod's namespaces.
   runtime::PausePlan plan;
@@ -279,6 +307,8 @@ absl::StatusOr<Sandbox> Controller::Run(const std::string& id, const cri::PodSan
   if (auto s = cgroups_->AddProcess(sb.cgroup_path, sb.pause.pid); !s.ok())
     return Annotate(s, "moving the pause process into the pod cgroup");
 
+  t.Mark("pause");
+
   // 5. Pin its namespaces so that they outlive it and containers can join them.
   std::vector<std::string> types;
   if (plan.new_net) types.push_back("net");
@@ -290,12 +320,15 @@ absl::StatusOr<Sandbox> Controller::Run(const std::string& id, const cri::PodSan
     rb.Add("namespace pins", [nsdir] { return runtime::UnpinNamespaces(nsdir); });
     for (const auto& t : types) sb.ns_paths[t] = JoinPath(nsdir, t);
   }
+  t.Mark("pins");
   // Persist now, so that a crash from here on leaves a record recovery can clean up.
   RETURN_IF_ERROR(Save(sb));
+  t.Mark("save");
 
   // 6. The network.
   if (!sb.host_network) {
     if (auto s = netcni::BringUpLoopback(sb.netns_path()); !s.ok()) return Annotate(s, "bringing up lo");
+    t.Mark("lo");
     netcni::PodNetworkRequest req = NetworkRequest(sb, pod_cidr);
     auto result = cni_->Setup(req);
     if (!result.ok()) return Annotate(result.status(), "setting up pod network");
@@ -303,10 +336,13 @@ absl::StatusOr<Sandbox> Controller::Run(const std::string& id, const cri::PodSan
     sb.network_set_up = true;
     sb.ips = result->ips;
     sb.cni_result = result->raw_result;
+    t.Mark("cni");
   }
 
   sb.state = SandboxState::kReady;
   RETURN_IF_ERROR(Save(sb));
+  t.Mark("save");
+  Log()->debug("sandbox {} run steps:{}", id, t.line());
   rb.Dismiss();
   return sb;
 }
@@ -320,7 +356,9 @@ absl::Status Controller::Stop(Sandbox& sb, const std::string& pod_cidr) {
   RETURN_IF_ERROR(runtime::UnpinNamespaces(NsDir(sb.id)));
   if (!sb.host_ipc) RETURN_IF_ERROR(runtime::UnmountAndRemove(JoinPath(VolatileDir(sb.id), "shm")));
   sb.state = SandboxState::kNotReady;
-  if (PathExists(SandboxDir(sb.id))) RETURN_IF_ERROR(Save(sb));
+  // No fsync: if this write is lost, recovery finds the pause process dead
+  // (NOTREADY) and a repeated Stop is harmless.
+  if (PathExists(SandboxDir(sb.id))) RETURN_IF_ERROR(Save(sb, /*durable=*/false));
   return absl::OkStatus();
 }
 

@@ -83,7 +83,8 @@ class Controller {
   // with load_error set, so that it can still be stopped and removed.
   std::vector<Sandbox> LoadAll();
 
-  absl::Status Save(const Sandbox& sb);
+  // Persists meta.json (fsync'd unless !durable).
+  absl::Status Save(const Sandbox& sb, bool durable = true);
 
   // Paths of a sandbox's directories.
   std::string SandboxDir(const std::string& id) const;

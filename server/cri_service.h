@@ -3,6 +3,7 @@
 // request and filling the response, returning absl::Status. grpc_services.cc
 // adapts it to the generated gRPC services; one file per RPC group holds the
 // logic (run_pod_sandbox.cc, pod_sandbox_status.cc, ...).
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -47,6 +48,8 @@ class CriService {
 
  private:
   std::string PodCidr() const;
+  absl::Status UpdateSandbox(const std::string& id,
+                             const std::function<absl::Status(SandboxEntry&, podsandbox::Sandbox&)>& op);
   void WatchPause(const std::shared_ptr<SandboxEntry>& entry);
 
   Config config_;

@@ -33,41 +33,43 @@ absl::Status CriService::RunPodSandbox(const cri::RunPodSandboxRequest& req, cri
   return absl::OkStatus();
 }
 
-absl::Status CriService::StopPodSandbox(const cri::StopPodSandboxRequest& req, cri::StopPodSandboxResponse*) {
-  auto entry = sandbox_store_.Find(req.pod_sandbox_id());
+// Runs `op` on a private copy of the sandbox while holding its operation
+// lock. An unknown id is OK (Stop and Remove are idempotent), as is a
+// sandbox removed while we waited for the lock.
+absl::Status CriService::UpdateSandbox(const std::string& id,
+                                       const std::function<absl::Status(SandboxEntry&, podsandbox::Sandbox&)>& op) {
+  auto entry = sandbox_store_.Find(id);
   if (!entry.ok()) {
-    // Stop is idempotent: an unknown (already removed) sandbox is stopped.
     if (entry.status().code() == absl::StatusCode::kNotFound) return absl::OkStatus();
     return entry.status();
   }
   std::lock_guard<std::mutex> lock((*entry)->op_mu);
   if ((*entry)->removed) return absl::OkStatus();
   podsandbox::Sandbox sb = *(*entry)->Snapshot();
-  absl::Status s = sandboxes_->Stop(sb, PodCidr());
-  (*entry)->Publish(sb);  // what was done stays done, even on error
-  if (!s.ok()) return Annotate(s, absl::StrCat("stopping pod sandbox ", sb.id));
-  return absl::OkStatus();
+  return op(**entry, sb);
+}
+
+absl::Status CriService::StopPodSandbox(const cri::StopPodSandboxRequest& req, cri::StopPodSandboxResponse*) {
+  return UpdateSandbox(req.pod_sandbox_id(), [this](SandboxEntry& entry, podsandbox::Sandbox& sb) {
+    absl::Status s = sandboxes_->Stop(sb, PodCidr());
+    entry.Publish(sb);  // what was done stays done, even on error
+    return Annotate(s, absl::StrCat("stopping pod sandbox ", sb.id));
+  });
 }
 
 absl::Status CriService::RemovePodSandbox(const cri::RemovePodSandboxRequest& req, cri::RemovePodSandboxResponse*) {
-  auto entry = sandbox_store_.Find(req.pod_sandbox_id());
-  if (!entry.ok()) {
-    if (entry.status().code() == absl::StatusCode::kNotFound) return absl::OkStatus();
-    return entry.status();
-  }
-  std::lock_guard<std::mutex> lock((*entry)->op_mu);
-  if ((*entry)->removed) return absl::OkStatus();
-  podsandbox::Sandbox sb = *(*entry)->Snapshot();
-  absl::Status s = sandboxes_->Remove(sb, PodCidr());
-  if (!s.ok()) {
-    (*entry)->Publish(sb);
-    return Annotate(s, absl::StrCat("removing pod sandbox ", sb.id));
-  }
-  (*entry)->removed = true;
-  sandbox_store_.Remove(sb.id);
-  if (sb.load_error.empty()) sandbox_names_.Release(SandboxName(sb.config.metadata()), sb.id);
-  Logger("server")->info("sandbox {} removed", sb.id);
-  return absl::OkStatus();
+  return UpdateSandbox(req.pod_sandbox_id(), [this](SandboxEntry& entry, podsandbox::Sandbox& sb) {
+    absl::Status s = sandboxes_->Remove(sb, PodCidr());
+    if (!s.ok()) {
+      entry.Publish(sb);
+      return Annotate(s, absl::StrCat("removing pod sandbox ", sb.id));
+    }
+    entry.removed = true;
+    sandbox_store_.Remove(sb.id);
+    if (sb.load_error.empty()) sandbox_names_.Release(SandboxName(sb.config.metadata()), sb.id);
+    Logger("server")->info("sandbox {} removed", sb.id);
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace crisp::server

@@ -10,20 +10,12 @@
 #include "common/status.h"
 #include "common/units.h"
 #include "gtest/gtest.h"
+#include "test/testing/temp_dir.h"
 
 namespace crisp {
 namespace {
 
-class TempDir : public ::testing::Test {
- protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/crisp-common-test.XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { ASSERT_TRUE(RemoveAll(dir_).ok()); }
-  std::string dir_;
-};
+using TempDir = crisp::testing::TempDirTest;
 
 TEST_F(TempDir, AtomicWriteAndRead) {
   std::string p = JoinPath(dir_, "f.json");

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "gtest/gtest.h"
+#include "test/testing/temp_dir.h"
 #include "netcni/cni.h"
 
 namespace crisp::netcni {
@@ -291,20 +292,13 @@ TEST(ParseResult, AllVersions) {
   EXPECT_TRUE(ParseResult("n", json::object()).ips.empty());
 }
 
-class ExecInvokerTest : public ::testing::Test {
+class ExecInvokerTest : public crisp::testing::TempDirTest {
  protected:
-  void SetUp() override {
-    char t[] = "/tmp/crisp-exec-test.XXXXXX";
-    ASSERT_NE(::mkdtemp(t), nullptr);
-    dir_ = t;
-  }
-  void TearDown() override { ASSERT_TRUE(RemoveAll(dir_).ok()); }
   std::string Script(const std::string& name, const std::string& body) {
     std::string p = dir_ + "/" + name;
     EXPECT_TRUE(WriteFileAtomic(p, "#!/bin/sh\n" + body, 0755).ok());
     return p;
   }
-  std::string dir_;
 };
 
 TEST_F(ExecInvokerTest, StdinStdoutStderrExitCodeAndEnv) {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "gtest/gtest.h"
+#include "test/testing/temp_dir.h"
 #include "runtime/cgroups.h"
 #include "runtime/pause_plan.h"
 
@@ -82,23 +83,16 @@ class FakeWriter : public CgroupWriter {
   std::vector<std::string> files_;
 };
 
-class FakeTree : public ::testing::Test {
+class FakeTree : public crisp::testing::TempDirTest {
  protected:
-  void SetUp() override {
-    char t[] = "/tmp/crisp-cg-test.XXXXXX";
-    ASSERT_NE(::mkdtemp(t), nullptr);
-    root_ = t;
-  }
-  void TearDown() override { ASSERT_TRUE(RemoveAll(root_).ok()); }
-  std::string Read(const std::string& rel) { return ReadFile(JoinPath(root_, rel)).value_or("<missing>"); }
-  std::string root_;
+  std::string Read(const std::string& rel) { return ReadFile(JoinPath(dir_, rel)).value_or("<missing>"); }
 };
 
 TEST_F(FakeTree, V2ResourcesMapToUnifiedFiles) {
   CgroupLayout l;
   l.v2 = true;
-  l.unified_root = root_;
-  ASSERT_TRUE(WriteFileAtomic(JoinPath(root_, "cgroup.subtree_control"), "").ok());
+  l.unified_root = dir_;
+  ASSERT_TRUE(WriteFileAtomic(JoinPath(dir_, "cgroup.subtree_control"), "").ok());
   auto* w = new FakeWriter({"cgroup.procs", "cgroup.subtree_control", "cpu.weight", "cpu.max", "cpuset.cpus",
                             "cpuset.mems", "memory.max", "memory.swap.max", "pids.max", "hugetlb.2MB.max",
                             "memory.high"});
@@ -142,7 +136,7 @@ TEST_F(FakeTree, V2ResourcesMapToUnifiedFiles) {
 TEST_F(FakeTree, V2RejectsEscapingUnifiedKeys) {
   CgroupLayout l;
   l.v2 = true;
-  l.unified_root = root_;
+  l.unified_root = dir_;
   CgroupManager m(l, std::make_unique<FakeWriter>(std::vector<std::string>{"cgroup.procs"}));
   CgroupResources r;
   r.unified["../../etc/passwd"] = "x";
@@ -154,11 +148,11 @@ TEST_F(FakeTree, V2RejectsEscapingUnifiedKeys) {
 TEST_F(FakeTree, V1WritesEachControllerAndSeedsCpuset) {
   CgroupLayout l;
   for (const char* c : {"cpu", "cpuset", "memory", "pids"}) {
-    l.v1_roots[c] = JoinPath(root_, c);
-    ASSERT_TRUE(MkdirAll(JoinPath(root_, c)).ok());
+    l.v1_roots[c] = JoinPath(dir_, c);
+    ASSERT_TRUE(MkdirAll(JoinPath(dir_, c)).ok());
   }
-  ASSERT_TRUE(WriteFileAtomic(JoinPath(root_, "cpuset/cpuset.cpus"), "0-3\n").ok());
-  ASSERT_TRUE(WriteFileAtomic(JoinPath(root_, "cpuset/cpuset.mems"), "0\n").ok());
+  ASSERT_TRUE(WriteFileAtomic(JoinPath(dir_, "cpuset/cpuset.cpus"), "0-3\n").ok());
+  ASSERT_TRUE(WriteFileAtomic(JoinPath(dir_, "cpuset/cpuset.mems"), "0\n").ok());
   auto* w = new FakeWriter({"cgroup.procs", "cpu.shares", "cpu.cfs_quota_us", "cpu.cfs_period_us", "cpuset.cpus",
                             "cpuset.mems", "memory.limit_in_bytes", "pids.max"});
   CgroupManager m(l, std::unique_ptr<CgroupWriter>(w));
@@ -187,8 +181,8 @@ TEST_F(FakeTree, V1WritesEachControllerAndSeedsCpuset) {
 TEST_F(FakeTree, CreateRollsBackOnFailure) {
   CgroupLayout l;
   for (const char* c : {"cpu", "memory"}) {
-    l.v1_roots[c] = JoinPath(root_, c);
-    ASSERT_TRUE(MkdirAll(JoinPath(root_, c)).ok());
+    l.v1_roots[c] = JoinPath(dir_, c);
+    ASSERT_TRUE(MkdirAll(JoinPath(dir_, c)).ok());
   }
   // memory.limit_in_bytes missing: applying the limit fails after the dirs exist.
   auto* w = new FakeWriter({"cgroup.procs", "cpu.shares"});
@@ -196,8 +190,8 @@ TEST_F(FakeTree, CreateRollsBackOnFailure) {
   CgroupResources r;
   r.memory_limit = 1 << 20;
   EXPECT_FALSE(m.Create("/crisp/sb", r).ok());
-  EXPECT_FALSE(PathExists(JoinPath(root_, "cpu/crisp"))) << "everything created was removed";
-  EXPECT_FALSE(PathExists(JoinPath(root_, "memory/crisp")));
+  EXPECT_FALSE(PathExists(JoinPath(dir_, "cpu/crisp"))) << "everything created was removed";
+  EXPECT_FALSE(PathExists(JoinPath(dir_, "memory/crisp")));
 }
 
 TEST(PausePlan, JsonRoundTrip) {

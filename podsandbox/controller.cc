@@ -51,6 +51,27 @@ runtime::CgroupResources ToCgroupResources(const cri::LinuxContainerResources& r
   return out;
 }
 
+}  // namespace
+
+runtime::CgroupResources PodCgroupResources(const cri::LinuxPodSandboxConfig& linux) {
+  // kubelet sends the pod's containers' total as `resources` and the runtime
+  // class overhead separately: the sandbox cgroup gets both.
+  runtime::CgroupResources res;
+  if (linux.has_resources()) res = ToCgroupResources(linux.resources());
+  if (!linux.has_overhead()) return res;
+  runtime::CgroupResources ovh = ToCgroupResources(linux.overhead());
+  if (!linux.has_resources()) return ovh;
+  if (res.memory_limit && ovh.memory_limit) *res.memory_limit += *ovh.memory_limit;
+  if (res.cpu_shares && ovh.cpu_shares) *res.cpu_shares += *ovh.cpu_shares;
+  if (res.cpu_quota && ovh.cpu_quota && *res.cpu_quota > 0 && *ovh.cpu_quota > 0) {
+    int64_t period = res.cpu_period.value_or(100000), operiod = ovh.cpu_period.value_or(100000);
+    *res.cpu_quota += *ovh.cpu_quota * period / operiod;
+  }
+  return res;
+}
+
+namespace {
+
 // Undo steps run in reverse order unless dismissed.
 class Rollback {
  public:
@@ -285,8 +306,7 @@ absl::StatusOr<Sandbox> Controller::Run(const std::string& id, const cri::PodSan
   if (parent.find("..") != std::string::npos)
     return absl::InvalidArgumentError(absl::StrCat("cgroup_parent \"", parent, "\" must not contain \"..\""));
   sb.cgroup_path = JoinPath(parent.empty() || parent[0] != '/' ? "/" + parent : parent, id);
-  runtime::CgroupResources res;
-  if (linux.has_resources()) res = ToCgroupResources(linux.resources());
+  runtime::CgroupResources res = PodCgroupResources(linux);
   if (auto s = cgroups_->Create(sb.cgroup_path, res); !s.ok()) return Annotate(s, "creating pod cgroup");
   rb.Add("pod cgroup", [this, p = sb.cgroup_path] { return cgroups_->Destroy(p); });
 

@@ -102,6 +102,9 @@ class Controller {
   runtime::CgroupManager* cgroups_;
 };
 
+// cgroup settings of the sandbox: linux.resources plus linux.overhead.
+runtime::CgroupResources PodCgroupResources(const ::runtime::v1::LinuxPodSandboxConfig& linux);
+
 // File contents, exposed for unit tests.
 std::string ResolvConfContent(const ::runtime::v1::DNSConfig& dns);
 std::string DefaultHostsContent();

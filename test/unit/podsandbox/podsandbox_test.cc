@@ -92,6 +92,25 @@ TEST(Meta, JsonRoundTrip) {
   EXPECT_EQ(back->resolv_conf_path, "/r");
 }
 
+TEST(Cgroup, ResourcesPlusOverhead) {
+  ::runtime::v1::LinuxPodSandboxConfig linux;
+  EXPECT_FALSE(PodCgroupResources(linux).memory_limit.has_value());
+  linux.mutable_overhead()->set_memory_limit_in_bytes(10 << 20);
+  linux.mutable_overhead()->set_cpu_quota(10000);
+  linux.mutable_overhead()->set_cpu_period(100000);
+  EXPECT_EQ(*PodCgroupResources(linux).memory_limit, 10 << 20) << "overhead alone";
+  auto* r = linux.mutable_resources();
+  r->set_memory_limit_in_bytes(100 << 20);
+  r->set_cpu_quota(50000);
+  r->set_cpu_period(100000);
+  r->set_cpu_shares(512);
+  auto res = PodCgroupResources(linux);
+  EXPECT_EQ(*res.memory_limit, 110 << 20);
+  EXPECT_EQ(*res.cpu_quota, 60000);
+  EXPECT_EQ(*res.cpu_period, 100000);
+  EXPECT_EQ(*res.cpu_shares, 512) << "no shares in the overhead: unchanged";
+}
+
 TEST(Meta, CorruptIsDataLoss) {
   EXPECT_EQ(SandboxFromJson("{not json").status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(SandboxFromJson("{}").status().code(), absl::StatusCode::kDataLoss);

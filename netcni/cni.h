@@ -74,7 +74,7 @@ struct PodIp {
 
 struct PodNetworkResult {
   std::string network_name;
-  std::vector<PodIp> ips;    // primary first: the first IPv4, then the rest in result order
+  std::vector<PodIp> ips;     // primary first: the first IPv4, then the rest in result order
   nlohmann::json raw_result;  // the final plugin's result
 };
 
@@ -115,8 +115,8 @@ class CniManager {
 };
 
 // Pod IPs from a plugin result (0.3.0 - 1.0.0): addresses on interfaces
-// inside the sandbox (all of them if the result names no interfaces),
-// IPv4 first. Exposed for tests.
+// inside the sandbox (all of them if no address is on one), the first IPv4
+// moved to the front, the rest in result order. Exposed for tests.
 PodNetworkResult ParseResult(const std::string& network, const nlohmann::json& result);
 
 // Brings the loopback interface up inside the network namespace at
@@ -124,7 +124,9 @@ PodNetworkResult ParseResult(const std::string& network, const nlohmann::json& r
 // thread that joins the namespace; crispd's own threads never change namespace.
 absl::Status BringUpLoopback(const std::string& netns_path);
 
-// Addresses (without "lo") currently configured inside the namespace, read with libnl.
+// Global-scope addresses currently configured on `ifname` inside the
+// namespace (on every interface if `ifname` is empty; lo's addresses are
+// host-scope and never listed), read with libnl from a helper thread.
 absl::StatusOr<std::vector<PodIp>> ListAddresses(const std::string& netns_path, const std::string& ifname);
 
 }  // namespace crisp::netcni

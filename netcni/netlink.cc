@@ -21,6 +21,9 @@
 namespace crisp::netcni {
 namespace {
 
+// Runs `fn` on a new thread inside the namespace. The thread dies with the
+// namespace it joined, so no pooled or gRPC thread ever ends up in a pod's
+// namespace. setns(CLONE_NEWNET) affects only the calling thread.
 template <typename F>
 absl::Status InNetns(const std::string& netns_path, F fn) {
   absl::Status result;
@@ -60,7 +63,16 @@ absl::Status BringUpLoopback(const std::string& netns_path) {
     if (int e = nl_connect(sock.s, NETLINK_ROUTE); e < 0) return NlError(e, "netlink connect");
     struct rtnl_link* lo = nullptr;
     if (int e = rtnl_link_get_kernel(sock.s, 0, "lo", &lo); e < 0) return NlError(e, "looking up lo");
+    // A fresh namespace has lo down: without it 127.0.0.1 does not work in the pod.
+    if (rtnl_link_get_flags(lo) & IFF_UP) {
+      rtnl_link_put(lo);
+      return absl::OkStatus();
+    }
     struct rtnl_link* change = rtnl_link_alloc();
+    if (!change) {
+      rtnl_link_put(lo);
+      return absl::ResourceExhaustedError("rtnl_link_alloc");
+    }
     rtnl_link_set_flags(change, IFF_UP);
     int e = rtnl_link_change(sock.s, lo, change, 0);
     rtnl_link_put(change);
@@ -76,16 +88,21 @@ absl::StatusOr<std::vector<PodIp>> ListAddresses(const std::string& netns_path, 
     Sock sock;
     if (!sock.s) return absl::ResourceExhaustedError("nl_socket_alloc");
     if (int e = nl_connect(sock.s, NETLINK_ROUTE); e < 0) return NlError(e, "netlink connect");
-    struct rtnl_link* link = nullptr;
-    if (int e = rtnl_link_get_kernel(sock.s, 0, ifname.c_str(), &link); e < 0)
-      return absl::NotFoundError(absl::StrCat("interface ", ifname, ": ", nl_geterror(e)));
-    int ifindex = rtnl_link_get_ifindex(link);
-    rtnl_link_put(link);
+    int ifindex = 0;  // 0: every interface but lo
+    if (!ifname.empty()) {
+      struct rtnl_link* link = nullptr;
+      if (int e = rtnl_link_get_kernel(sock.s, 0, ifname.c_str(), &link); e < 0)
+        return absl::NotFoundError(absl::StrCat("interface ", ifname, ": ", nl_geterror(e)));
+      ifindex = rtnl_link_get_ifindex(link);
+      rtnl_link_put(link);
+    }
     struct nl_cache* cache = nullptr;
     if (int e = rtnl_addr_alloc_cache(sock.s, &cache); e < 0) return NlError(e, "listing addresses");
     for (struct nl_object* o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
       auto* a = reinterpret_cast<struct rtnl_addr*>(o);
-      if (rtnl_addr_get_ifindex(a) != ifindex || rtnl_addr_get_scope(a) != RT_SCOPE_UNIVERSE) continue;
+      if (ifindex != 0 && rtnl_addr_get_ifindex(a) != ifindex) continue;
+      // Pod IPs only: this skips lo's host-scope and IPv6 link-local addresses.
+      if (rtnl_addr_get_scope(a) != RT_SCOPE_UNIVERSE) continue;
       struct nl_addr* local = rtnl_addr_get_local(a);
       if (!local) continue;
       char buf[128];

@@ -36,27 +36,41 @@ class CgroupWriter {
 
 std::unique_ptr<CgroupWriter> NewFsCgroupWriter();
 
-// cgroup v1 cpu.shares -> v2 cpu.weight, the formula runc and Kubernetes use.
+// cgroup v1 cpu.shares -> v2 cpu.weight, the formula runc and Kubernetes use:
+// 1 + ((shares - 2) * 9999) / 262142, with shares clamped to [2, 262144].
+// Returns 0 ("leave cpu.weight alone") for shares <= 0.
 int64_t CpuSharesToWeight(int64_t shares);
 
 // Resource settings, in CRI units. Unset fields are left alone.
 struct CgroupResources {
-  std::optional<int64_t> cpu_shares;     // v1 cpu.shares; v2 cpu.weight converted
-  std::optional<int64_t> cpu_quota;      // us; <=0 means unlimited
-  std::optional<int64_t> cpu_period;     // us
+  std::optional<int64_t> cpu_shares;  // v1 cpu.shares; v2 cpu.weight converted
+  std::optional<int64_t> cpu_quota;   // us; <=0 means unlimited
+  std::optional<int64_t> cpu_period;  // us
   std::optional<std::string> cpuset_cpus, cpuset_mems;
-  std::optional<int64_t> memory_limit;   // bytes; 0 = unlimited
-  std::optional<int64_t> memory_swap_limit;  // bytes (memory+swap on v1); 0 = unset
-  std::optional<int64_t> pids_limit;     // <=0 = unlimited
+  std::optional<int64_t> memory_limit;              // bytes; 0 = unlimited
+  std::optional<int64_t> memory_swap_limit;         // bytes (memory+swap on v1); 0 = unset
+  std::optional<int64_t> pids_limit;                // <=0 = unlimited
   std::map<std::string, uint64_t> hugepage_limits;  // page size ("2MB") -> bytes
-  std::map<std::string, std::string> unified;        // v2 only: file -> value
+  std::map<std::string, std::string> unified;       // v2 only: file -> value
 };
 
 // Where each hierarchy is mounted. Detect() reads /proc/self/mountinfo.
+//
+// Which version is used (the rule kubelet's cgroupfs driver follows too):
+//  * cgroup2 mounted at /sys/fs/cgroup: pure v2;
+//  * else any v1 hierarchy with a controller mounted: v1 (hybrid hosts such as
+//    systemd's "unified" layout, where /sys/fs/cgroup/unified has no
+//    controllers; a split host with controllers in both is also driven as v1,
+//    since one cgroup cannot be managed half here and half there);
+//  * else a cgroup2 mount elsewhere (its controllers, if any, are all there): v2.
+// Only mounts of a hierarchy's root ("/" in mountinfo field 4) count: a bind
+// mount of a sub-cgroup would shift every path.
 struct CgroupLayout {
-  bool v2 = false;                             // unified hierarchy with controllers in use
-  std::string unified_root;                    // v2 mount point (if v2)
-  std::map<std::string, std::string> v1_roots; // controller -> mount point (v1)
+  bool v2 = false;                              // unified hierarchy in use
+  std::string unified_root;                     // v2 mount point (if v2)
+  std::map<std::string, std::string> v1_roots;  // controller or "name=X" -> mount point (v1)
+  // INTERNAL if mountinfo is unreadable, FAILED_PRECONDITION if no cgroup
+  // hierarchy is mounted.
   static absl::StatusOr<CgroupLayout> Detect();
   // Parses mountinfo text (for tests).
   static CgroupLayout FromMountinfo(const std::string& mountinfo);
@@ -67,11 +81,17 @@ class CgroupManager {
   CgroupManager(CgroupLayout layout, std::unique_ptr<CgroupWriter> writer);
 
   // Creates the cgroup (and its parents) in every hierarchy and applies `res`.
-  // On failure, removes what it created.
+  // On v1 a new cpuset cgroup gets its parent's cpuset.cpus/mems (it refuses
+  // tasks while empty); on v2 the controllers available in each ancestor are
+  // enabled in its cgroup.subtree_control (best effort). OK if it exists
+  // already (resources are then re-applied). INVALID_ARGUMENT for an empty
+  // path, a "." or ".." component, or a bad unified key / hugepage size.
+  // On failure, removes the directories it created.
   absl::Status Create(const std::string& path, const CgroupResources& res);
-  // Applies `res` to an existing cgroup.
+  // Applies `res` to an existing cgroup. Settings whose controller is not
+  // mounted (v1) are skipped; a missing control file is an error.
   absl::Status Update(const std::string& path, const CgroupResources& res);
-  // Moves `pid` into the cgroup in every hierarchy.
+  // Moves `pid` into the cgroup in every hierarchy (v1: also the named ones).
   absl::Status AddProcess(const std::string& path, int pid);
   // Removes the cgroup from every hierarchy (not its parents). Kills nothing:
   // FAILED_PRECONDITION if processes remain. OK if it does not exist.

@@ -16,6 +16,10 @@
 namespace crisp::runtime {
 
 absl::Status PinNamespaces(int pid, const std::vector<std::string>& types, const std::string& dir) {
+  for (const auto& t : types)
+    if (t.empty() || t.find('/') != std::string::npos || t == "." || t == "..")
+      return absl::InvalidArgumentError(absl::StrCat("invalid namespace type \"", t, "\""));
+  const bool dir_existed = PathExists(dir);
   RETURN_IF_ERROR(MkdirAll(dir, 0711));
   std::vector<std::string> done;
   auto undo = [&] {
@@ -24,6 +28,7 @@ absl::Status PinNamespaces(int pid, const std::vector<std::string>& types, const
       ::umount2(p.c_str(), MNT_DETACH);
       ::unlink(p.c_str());
     }
+    if (!dir_existed) ::rmdir(dir.c_str());  // fails harmlessly if something else is in it
   };
   for (const auto& t : types) {
     std::string target = JoinPath(dir, t);
@@ -55,7 +60,7 @@ absl::Status UnpinNamespaces(const std::string& dir) {
   for (const auto& n : *names) {
     std::string p = JoinPath(dir, n);
     // Loop: a file may carry stacked mounts after a crash-and-retry.
-    while (IsNamespacePin(p)) {
+    for (int i = 0; i < 64 && IsNamespacePin(p); ++i) {
       if (::umount2(p.c_str(), MNT_DETACH) != 0) return ErrnoStatus(errno, "unmounting " + p);
     }
     if (::unlink(p.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "removing " + p);
@@ -81,19 +86,14 @@ absl::Status MountShm(const std::string& dir, uint64_t size_bytes) {
   return absl::OkStatus();
 }
 
-namespace {
-bool IsMountPoint(const std::string& dir) {
-  struct stat st, parent;
-  if (::stat(dir.c_str(), &st) != 0) return false;
-  if (::stat((dir + "/..").c_str(), &parent) != 0) return false;
-  return st.st_dev != parent.st_dev;
-}
-}  // namespace
-
 absl::Status UnmountAndRemove(const std::string& dir) {
   if (!PathExists(dir)) return absl::OkStatus();
-  while (IsMountPoint(dir)) {
-    if (::umount2(dir.c_str(), MNT_DETACH) != 0) return ErrnoStatus(errno, "unmounting " + dir);
+  // Until EINVAL ("not a mount point"): a crash-and-retry may have stacked
+  // mounts. A bounded loop, so an unexpected state cannot spin forever.
+  for (int i = 0; i < 64; ++i) {
+    if (::umount2(dir.c_str(), MNT_DETACH) == 0) continue;
+    if (errno == EINVAL) break;
+    return ErrnoStatus(errno, "unmounting " + dir);
   }
   if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "removing " + dir);
   return absl::OkStatus();

@@ -20,7 +20,8 @@ constexpr int kReportTimeoutMs = 10000;
 
 absl::StatusOr<ProcessId> StartPause(const std::string& shim_path, const PausePlan& plan) {
   int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return ErrnoStatus(errno, "socketpair");
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    return ErrnoStatus(errno, "socketpair");
   UniqueFd ours(sv[0]), theirs(sv[1]);
   auto shim = Reaper::Spawn({.argv = {shim_path, "pause"}, .extra_fds = {theirs.get()}, .new_session = true});
   if (!shim.ok()) return Annotate(shim.status(), "starting crisp-shim");
@@ -37,7 +38,8 @@ absl::StatusOr<ProcessId> StartPause(const std::string& shim_path, const PausePl
 
   struct pollfd p = {ours.get(), POLLIN, 0};
   int r;
-  do r = ::poll(&p, 1, kReportTimeoutMs); while (r < 0 && errno == EINTR);
+  do r = ::poll(&p, 1, kReportTimeoutMs);
+  while (r < 0 && errno == EINTR);
   if (r == 0) return fail(absl::DeadlineExceededError("crisp-shim pause did not report within 10s"));
   char buf[4096];
   ssize_t n = ::recv(ours.get(), buf, sizeof buf, 0);
@@ -52,19 +54,25 @@ absl::StatusOr<ProcessId> StartPause(const std::string& shim_path, const PausePl
                                             st.ok() ? DescribeWaitStatus(*st) : "still running", ")"));
   }
   nlohmann::json rep = nlohmann::json::parse(std::string(buf, static_cast<size_t>(n)), nullptr, false);
-  if (rep.is_discarded() || !rep.is_object()) return absl::InternalError("crisp-shim pause sent a malformed report");
+  if (rep.is_discarded() || !rep.is_object())
+    return absl::InternalError("crisp-shim pause sent a malformed report");
   if (rep.contains("error")) {
     int err = rep.value("errno", 0);
-    std::string msg = absl::StrCat("pause: ", rep.value("step", std::string("?")), ": ",
-                                   rep.value("error", std::string("")), err ? absl::StrCat(" (errno ", err, ")") : "");
-    // A sysctl the kernel does not know or rejects is the caller's mistake.
-    bool bad_input = rep.value("step", std::string()).rfind("sysctl", 0) == 0 && (err == ENOENT || err == EINVAL);
+    std::string msg =
+        absl::StrCat("pause: ", rep.value("step", std::string("?")), ": ",
+                     rep.value("error", std::string("")), err ? absl::StrCat(" (errno ", err, ")") : "");
+    // A sysctl the kernel does not know or rejects, or a hostname it refuses,
+    // is the caller's mistake, not a runtime failure.
+    std::string step = rep.value("step", std::string());
+    bool bad_input = (step.rfind("sysctl", 0) == 0 && (err == ENOENT || err == EINVAL)) ||
+                     (step == "sethostname" && err == EINVAL);
     return bad_input ? absl::InvalidArgumentError(msg) : absl::InternalError(msg);
   }
   int pid = rep.value("pid", 0);
   if (pid <= 0) return absl::InternalError("crisp-shim pause reported no pid");
   auto start = ProcStartTime(pid);
-  if (!start.ok()) return absl::InternalError(absl::StrCat("pause process ", pid, " vanished right after start"));
+  if (!start.ok())
+    return absl::InternalError(absl::StrCat("pause process ", pid, " vanished right after start"));
   return ProcessId{pid, *start};
 }
 

@@ -21,7 +21,7 @@ struct PausePlan {
 };
 
 inline std::string PausePlanToJson(const PausePlan& p) {
-  nlohmann::json j = {{"new_net", p.new_net}, {"new_ipc", p.new_ipc}, {"new_uts", p.new_uts},
+  nlohmann::json j = {{"new_net", p.new_net}, {"new_ipc", p.new_ipc},   {"new_uts", p.new_uts},
                       {"new_pid", p.new_pid}, {"hostname", p.hostname}, {"sysctls", p.sysctls}};
   return j.dump();
 }

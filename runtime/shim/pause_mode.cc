@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -69,9 +71,30 @@ int ReadCapLastCap() {
   return n > 0 ? std::atoi(buf) : 40;
 }
 
+// Closes every fd >= `from` except `keep`.
+void CloseFdsFrom(int from, int keep) {
+  for (int fd = from; fd < keep; ++fd) ::close(fd);
+  if (::syscall(SYS_close_range, keep + 1, ~0U, 0) == 0) return;
+  // Kernels before 5.9: no close_range.
+  long max = ::sysconf(_SC_OPEN_MAX);
+  for (long fd = keep + 1; fd < (max > 0 ? max : 65536); ++fd) ::close(static_cast<int>(fd));
+}
+
 // Runs in the pause process: finishes its set-up and never returns.
 [[noreturn]] void PauseMain(const runtime::PausePlan& plan, int report_fd) {
-  if (plan.new_uts && !plan.hostname.empty() && ::sethostname(plan.hostname.data(), plan.hostname.size()) != 0)
+  // Until it reports ready, the pause process dies with the shim: if crispd
+  // gives up on a stuck set-up and kills the shim, nothing is left behind.
+  // Cleared before the report, since the pause process must outlive the shim
+  // (and crispd). The shim can only die before this line by SIGKILL from
+  // crispd's 10 s timeout, so the race is theoretical.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  // A mask inherited from whoever started the shim would make SIGTERM useless.
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+
+  if (plan.new_uts && !plan.hostname.empty() &&
+      ::sethostname(plan.hostname.data(), plan.hostname.size()) != 0)
     ChildFail(report_fd, "sethostname", errno);
   for (const auto& [path, value] : plan.sysctls) {
     if (path.find("..") != std::string::npos) ChildFail(report_fd, "sysctl " + path, EINVAL);
@@ -84,11 +107,11 @@ int ReadCapLastCap() {
   if (devnull < 0) ChildFail(report_fd, "open /dev/null", errno);
   for (int fd = 0; fd < 3; ++fd) ::dup2(devnull, fd);
   if (devnull > 2) ::close(devnull);
-  for (int fd = 3; fd < report_fd; ++fd) ::close(fd);
-  ::syscall(SYS_close_range, report_fd + 1, ~0U, 0);
+  CloseFdsFrom(3, report_fd);
 
   // An empty, read-only root: the pause process needs no files at all.
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ChildFail(report_fd, "make / private", errno);
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    ChildFail(report_fd, "make / private", errno);
   const char* mnt = nullptr;
   for (const char* c : {"/tmp", "/mnt", "/run"}) {
     if (::mount("pause", c, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=16k,mode=0555") == 0) {
@@ -116,7 +139,8 @@ int ReadCapLastCap() {
 
   // Drop every capability: bounding set, ambient, then the process sets.
   for (int c = 0; c <= last_cap; ++c) {
-    if (::prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0 && errno != EINVAL) ChildFail(report_fd, "drop bounding cap", errno);
+    if (::prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0 && errno != EINVAL)
+      ChildFail(report_fd, "drop bounding cap", errno);
   }
   ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
   struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
@@ -124,13 +148,16 @@ int ReadCapLastCap() {
   if (::syscall(SYS_capset, &hdr, data) != 0) ChildFail(report_fd, "capset", errno);
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) ChildFail(report_fd, "no_new_privs", errno);
 
+  if (::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0) != 0) ChildFail(report_fd, "clear pdeathsig", errno);
   SetupReport ok = {};
   (void)!::write(report_fd, &ok, sizeof ok);
   ::close(report_fd);
   for (;;) ::pause();
 }
 
-void Report(const std::string& json) { (void)!::send(kPlanFd, json.data(), json.size(), MSG_NOSIGNAL); }
+bool Report(const std::string& json) {
+  return ::send(kPlanFd, json.data(), json.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(json.size());
+}
 
 int ReportError(const std::string& step, int err) {
   nlohmann::json j = {{"error", err ? std::strerror(err) : "failed"}, {"step", step}, {"errno", err}};
@@ -166,7 +193,8 @@ int PauseMode() {
   ::close(pipefd[1]);
   SetupReport r = {};
   ssize_t got;
-  do got = ::read(pipefd[0], &r, sizeof r); while (got < 0 && errno == EINTR);
+  do got = ::read(pipefd[0], &r, sizeof r);
+  while (got < 0 && errno == EINTR);
   if (got != static_cast<ssize_t>(sizeof r)) {
     ::kill(static_cast<pid_t>(pid), SIGKILL);
     ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
@@ -176,7 +204,12 @@ int PauseMode() {
     ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
     return ReportError(r.step, r.err);
   }
-  Report(nlohmann::json{{"pid", pid}}.dump());
+  if (!Report(nlohmann::json{{"pid", pid}}.dump())) {
+    // Nobody would ever learn this pid (crispd died or gave up): don't leak it.
+    ::kill(static_cast<pid_t>(pid), SIGKILL);
+    ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
+    return 1;
+  }
   return 0;
 }
 

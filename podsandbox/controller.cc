@@ -257,6 +257,10 @@ absl::StatusOr<Sandbox> Controller::Run(const std::string& id, const cri::PodSan
   sb.pid_mode = nsopts.pid();
   std::map<std::string, std::string> sysctls(linux.sysctls().begin(), linux.sysctls().end());
   RETURN_IF_ERROR(ValidateSysctls(sysctls, sb.host_network, sb.host_ipc));
+  // Fail before creating anything when the pod could not get a network anyway.
+  if (!sb.host_network) {
+    if (auto s = cni_->Ready(); !s.ok()) return Annotate(s, "pod network is not ready");
+  }
 
   const std::string dir = SandboxDir(id), vdir = VolatileDir(id), nsdir = NsDir(id);
   Rollback rb;

@@ -1,7 +1,10 @@
 // Pod sandbox benchmark: latency of RunPodSandbox, PodSandboxStatus,
-// StopPodSandbox, RemovePodSandbox, and of List/Status while pods are being
-// created in parallel. Starts its own crispd (like the e2e harness) unless
-// --endpoint names a running CRI runtime (e.g. containerd, for comparison).
+// StopPodSandbox, RemovePodSandbox (N sequential pods), and of
+// ListPodSandbox / PodSandboxStatus while P pods are being created in
+// parallel. Starts its own crispd (like the e2e harness, on its own bridge
+// "crispbench0" and 10.89.0.0/16) unless --endpoint names a running CRI
+// runtime (e.g. containerd, for comparison). Not a ctest test: run by hand,
+// as root, on an otherwise idle machine.
 //
 //   sandbox_bench [--n 30] [--parallel 10] [--endpoint unix:///run/containerd/containerd.sock]
 #include <unistd.h>
@@ -11,6 +14,9 @@
 #include <cstring>
 #include <future>
 #include <map>
+#include <mutex>
+#include <set>
+#include <stdexcept>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -23,6 +29,7 @@ namespace {
 struct Series {
   std::vector<double> ms;
   void Add(absl::Duration d) { ms.push_back(absl::ToDoubleMilliseconds(d)); }
+  // Nearest-rank percentile, p in [0, 1].
   double Pct(double p) {
     if (ms.empty()) return 0;
     std::sort(ms.begin(), ms.end());
@@ -40,9 +47,74 @@ absl::Duration Time(F f) {
 
 cri::PodSandboxConfig BenchPod(int i) {
   auto c = PodConfig(absl::StrCat("bench-", getpid(), "-", i));
+  c.mutable_metadata()->set_namespace_("crisp-bench");
+  // What kubelet sends for an ordinary pod.
   c.mutable_linux()->mutable_security_context()->mutable_namespace_options()->set_pid(cri::CONTAINER);
-  c.set_log_directory("/tmp");
   return c;
+}
+
+void Check(const grpc::Status& st, const char* what) {
+  if (!st.ok()) throw std::runtime_error(absl::StrCat(what, " failed: ", st.error_message()));
+}
+
+// Runs the measurements. Every pod it creates is in `live` until removed, so
+// that the caller can clean up after a failure (a throw).
+void Measure(CriClient* c, int n, int parallel, std::map<std::string, Series>& s, std::set<std::string>& live,
+             std::mutex& mu) {
+  auto run = [&](int i) {
+    std::string id;
+    Check(c->RunPodSandbox(BenchPod(i), &id), "RunPodSandbox");
+    std::lock_guard<std::mutex> l(mu);
+    live.insert(id);
+    return id;
+  };
+  auto stop_remove = [&](const std::string& id, absl::Duration* stop, absl::Duration* rm) {
+    absl::Duration a = Time([&] { Check(c->StopPodSandbox(id), "StopPodSandbox"); });
+    absl::Duration b = Time([&] { Check(c->RemovePodSandbox(id), "RemovePodSandbox"); });
+    std::lock_guard<std::mutex> l(mu);
+    live.erase(id);
+    if (stop) *stop = a;
+    if (rm) *rm = b;
+  };
+
+  // Warm-up: the first CNI ADD creates the bridge.
+  stop_remove(run(-1), nullptr, nullptr);
+
+  for (int i = 0; i < n; ++i) {
+    std::string id;
+    s["RunPodSandbox"].Add(Time([&] { id = run(i); }));
+    cri::PodSandboxStatusResponse st;
+    s["PodSandboxStatus"].Add(Time([&] { Check(c->PodSandboxStatus(id, &st), "PodSandboxStatus"); }));
+    absl::Duration stop, rm;
+    stop_remove(id, &stop, &rm);
+    s["StopPodSandbox"].Add(stop);
+    s["RemovePodSandbox"].Add(rm);
+    s["Stop+Remove"].Add(stop + rm);
+  }
+
+  // List/Status while `parallel` pods are being created.
+  std::string probe = run(100000);
+  std::vector<std::future<std::string>> runs;
+  for (int i = 0; i < parallel; ++i)
+    runs.push_back(std::async(std::launch::async, [&run, i] { return run(200000 + i); }));
+  auto busy = [&] {
+    return std::any_of(runs.begin(), runs.end(), [](auto& f) {
+      return f.wait_for(std::chrono::seconds(0)) != std::future_status::ready;
+    });
+  };
+  absl::Time t0 = absl::Now();
+  while (busy()) {
+    cri::ListPodSandboxResponse l;
+    s["ListPodSandbox (during creates)"].Add(
+        Time([&] { Check(c->ListPodSandbox({}, &l), "ListPodSandbox"); }));
+    cri::PodSandboxStatusResponse st;
+    s["PodSandboxStatus (during creates)"].Add(
+        Time([&] { Check(c->PodSandboxStatus(probe, &st), "PodSandboxStatus"); }));
+  }
+  s[absl::StrCat(parallel, " parallel RunPodSandbox (wall)")].Add(absl::Now() - t0);
+  std::vector<std::string> ids = {probe};
+  for (auto& f : runs) ids.push_back(f.get());
+  for (const auto& id : ids) stop_remove(id, nullptr, nullptr);
 }
 
 int Main(int argc, char** argv) {
@@ -50,20 +122,35 @@ int Main(int argc, char** argv) {
   std::string endpoint;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--n" && i + 1 < argc) n = std::atoi(argv[++i]);
-    else if (a == "--parallel" && i + 1 < argc) parallel = std::atoi(argv[++i]);
-    else if (a == "--endpoint" && i + 1 < argc) endpoint = argv[++i];
-    else {
+    if (a == "--n" && i + 1 < argc) {
+      n = std::atoi(argv[++i]);
+    } else if (a == "--parallel" && i + 1 < argc) {
+      parallel = std::atoi(argv[++i]);
+    } else if (a == "--endpoint" && i + 1 < argc) {
+      endpoint = argv[++i];
+    } else {
       std::fprintf(stderr, "usage: %s [--n N] [--parallel P] [--endpoint unix:///path]\n", argv[0]);
       return 2;
     }
   }
+  if (n < 1 || parallel < 1) {
+    std::fprintf(stderr, "--n and --parallel must be >= 1\n");
+    return 2;
+  }
   std::unique_ptr<Daemon> daemon;
   std::unique_ptr<CriClient> own;
   CriClient* c;
+  std::string where = endpoint;
   if (endpoint.empty()) {
+    if (::geteuid() != 0) {
+      std::fprintf(stderr, "starting crispd needs root (or use --endpoint)\n");
+      return 1;
+    }
     DaemonOptions o;
-    o.log_level = "info";
+    o.log_level = "info";  // debug logging would be measured too
+    // Its own bridge and subnet, so that it can run next to the e2e suite.
+    o.bridge = "crispbench0";
+    o.subnet = "10.89.0.0/16";
     auto d = Daemon::Start(o);
     if (!d.ok()) {
       std::fprintf(stderr, "starting crispd: %s\n", std::string(d.status().message()).c_str());
@@ -71,80 +158,50 @@ int Main(int argc, char** argv) {
     }
     daemon = std::move(*d);
     c = &daemon->client();
-    endpoint = "crispd (own instance, bridge CNI)";
+    where = "own crispd in " + daemon->dir() + " (bridge+portmap+loopback CNI)";
   } else {
     own = std::make_unique<CriClient>(endpoint);
     c = own.get();
   }
   cri::VersionResponse v;
-  if (!c->Runtime(&cri::RuntimeService::Stub::Version, cri::VersionRequest(), &v).ok()) {
-    std::fprintf(stderr, "runtime at %s does not answer\n", endpoint.c_str());
+  if (grpc::Status st = c->Version(10, &v); !st.ok()) {
+    std::fprintf(stderr, "runtime at %s does not answer: %s\n", where.c_str(), st.error_message().c_str());
     return 1;
   }
 
   std::map<std::string, Series> s;
-  auto check = [](const grpc::Status& st, const char* what) {
-    if (!st.ok()) {
-      std::fprintf(stderr, "%s failed: %s\n", what, st.error_message().c_str());
-      std::exit(1);
+  std::set<std::string> live;
+  std::mutex mu;
+  int rc = 0;
+  try {
+    Measure(c, n, parallel, s, live, mu);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    if (daemon) std::fprintf(stderr, "crispd log tail:\n%s", daemon->LogTail().c_str());
+    for (const auto& id : live) {  // leave the runtime as we found it
+      (void)c->StopPodSandbox(id);
+      (void)c->RemovePodSandbox(id);
     }
-  };
-  // Warm-up (first CNI ADD creates the bridge).
-  {
-    std::string id;
-    check(c->RunPodSandbox(BenchPod(-1), &id), "RunPodSandbox");
-    check(c->StopPodSandbox(id), "StopPodSandbox");
-    check(c->RemovePodSandbox(id), "RemovePodSandbox");
-  }
-  for (int i = 0; i < n; ++i) {
-    std::string id;
-    s["RunPodSandbox"].Add(Time([&] { check(c->RunPodSandbox(BenchPod(i), &id), "RunPodSandbox"); }));
-    cri::PodSandboxStatusResponse st;
-    s["PodSandboxStatus"].Add(Time([&] { check(c->PodSandboxStatus(id, &st), "PodSandboxStatus"); }));
-    absl::Duration stop = Time([&] { check(c->StopPodSandbox(id), "StopPodSandbox"); });
-    absl::Duration rm = Time([&] { check(c->RemovePodSandbox(id), "RemovePodSandbox"); });
-    s["StopPodSandbox"].Add(stop);
-    s["RemovePodSandbox"].Add(rm);
-    s["Stop+Remove"].Add(stop + rm);
+    rc = 1;
   }
 
-  // List/Status while `parallel` pods are being created.
-  std::string probe;
-  check(c->RunPodSandbox(BenchPod(100000), &probe), "RunPodSandbox");
-  std::vector<std::future<std::string>> runs;
-  for (int i = 0; i < parallel; ++i) {
-    runs.push_back(std::async(std::launch::async, [c, i, &check] {
-      std::string id;
-      check(c->RunPodSandbox(BenchPod(200000 + i), &id), "RunPodSandbox");
-      return id;
-    }));
+  if (rc == 0) {
+    std::printf("runtime: %s %s via %s\n%d sequential pods, %d parallel, %ld cores\n\n",
+                v.runtime_name().c_str(), v.runtime_version().c_str(), where.c_str(), n, parallel,
+                sysconf(_SC_NPROCESSORS_ONLN));
+    std::printf("%-40s %9s %9s %9s %6s\n", "operation", "p50 ms", "p90 ms", "max ms", "n");
+    for (auto& [name, series] : s) {
+      std::printf("%-40s %9.2f %9.2f %9.2f %6zu\n", name.c_str(), series.Pct(0.5), series.Pct(0.9),
+                  series.Pct(1.0), series.ms.size());
+    }
   }
-  auto busy = [&] {
-    return std::any_of(runs.begin(), runs.end(),
-                       [](auto& f) { return f.wait_for(std::chrono::seconds(0)) != std::future_status::ready; });
-  };
-  while (busy()) {
-    cri::ListPodSandboxResponse l;
-    s["ListPodSandbox (during creates)"].Add(Time([&] { check(c->ListPodSandbox({}, &l), "ListPodSandbox"); }));
-    cri::PodSandboxStatusResponse st;
-    s["PodSandboxStatus (during creates)"].Add(Time([&] { check(c->PodSandboxStatus(probe, &st), "PodSandboxStatus"); }));
+  if (daemon) {
+    if (auto st = daemon->Destroy(); !st.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
+      rc = 1;
+    }
   }
-  std::vector<std::string> ids = {probe};
-  for (auto& f : runs) ids.push_back(f.get());
-  for (const auto& id : ids) {
-    check(c->StopPodSandbox(id), "StopPodSandbox");
-    check(c->RemovePodSandbox(id), "RemovePodSandbox");
-  }
-
-  std::printf("runtime: %s %s via %s; %d sequential samples, %ld cores\n", v.runtime_name().c_str(),
-              v.runtime_version().c_str(), endpoint.c_str(), n, sysconf(_SC_NPROCESSORS_ONLN));
-  std::printf("%-36s %9s %9s %9s %6s\n", "operation", "p50 ms", "p90 ms", "max ms", "n");
-  for (auto& [name, series] : s) {
-    if (series.ms.empty()) continue;
-    std::printf("%-36s %9.2f %9.2f %9.2f %6zu\n", name.c_str(), series.Pct(0.5), series.Pct(0.9), series.Pct(1.0),
-                series.ms.size());
-  }
-  return 0;
+  return rc;
 }
 
 }  // namespace

@@ -3,18 +3,27 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "common/file_util.h"
 #include "common/ids.h"
 #include "common/reaper.h"
@@ -22,24 +31,156 @@
 
 namespace crisp::e2e {
 
-std::string DefaultConflist(const std::string& ipam_dir) {
-  nlohmann::json j = {
-      {"cniVersion", "1.0.0"},
-      {"name", "crisp-e2e"},
-      {"plugins",
-       {{{"type", "bridge"},
-         {"bridge", "crispe2e0"},
-         {"isGateway", true},
-         {"ipMasq", false},
-         {"hairpinMode", true},
-         {"ipam",
-          {{"type", "host-local"},
-           {"dataDir", ipam_dir.substr(0, ipam_dir.find_last_of('/'))},
-           {"ranges", {{{{"subnet", "10.88.0.0/16"}}}}},
-           {"routes", {{{"dst", "0.0.0.0/0"}}}}}}},
-        {{"type", "portmap"}, {"capabilities", {{"portMappings", true}}}},
-        {{"type", "loopback"}}}}};
+namespace {
+
+constexpr char kLockPath[] = "/run/lock/crisp-e2e.lock";
+
+std::vector<std::string> ListOrEmpty(const std::string& dir) {
+  return ListDir(dir).value_or(std::vector<std::string>{});
+}
+
+bool IsDir(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+struct MountLine {
+  std::string mount_point, fstype, line;
+};
+
+std::vector<MountLine> Mounts() {
+  std::vector<MountLine> out;
+  std::ifstream mi("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mi, line)) {
+    std::vector<std::string> f = absl::StrSplit(line, ' ');
+    if (f.size() < 5) continue;
+    MountLine m{f[4], "", line};
+    size_t sep = line.find(" - ");
+    if (sep != std::string::npos) {
+      std::vector<std::string> rest = absl::StrSplit(line.substr(sep + 3), ' ');
+      if (!rest.empty()) m.fstype = rest[0];
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+// Every cgroup hierarchy root: /sys/fs/cgroup itself (v2 / hybrid) and each
+// v1 controller mount under it.
+std::vector<std::string> CgroupRoots() {
+  std::vector<std::string> roots = {"/sys/fs/cgroup"};
+  for (const auto& c : ListOrEmpty("/sys/fs/cgroup"))
+    if (IsDir("/sys/fs/cgroup/" + c) && !absl::StartsWith(c, "crisp")) roots.push_back("/sys/fs/cgroup/" + c);
+  return roots;
+}
+
+// Directories below `dir` (not `dir` itself), deepest first.
+std::vector<std::string> SubDirs(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (std::filesystem::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->is_directory(ec) && !it->is_symlink(ec)) out.push_back(it->path().string());
+  }
+  std::sort(out.begin(), out.end(),
+            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  return out;
+}
+
+// Links that are `bridge`'s ports: the host ends of our pods' veths. Not
+// every veth* on the machine: other tests (netcni integration, another build
+// dir) create and delete their own at the same time. A pod veth that left our
+// bridge without dying still needs its netns, which the nsfs mount and
+// process checks see.
+std::set<std::string> PodLinks(const std::string& bridge) {
+  std::set<std::string> out;
+  for (absl::string_view l : absl::StrSplit(RunCapture({"/sbin/ip", "-o", "link", "show"}), '\n')) {
+    std::vector<std::string> f = absl::StrSplit(l, ": ");
+    if (f.size() < 3) continue;
+    std::string name = f[1].substr(0, f[1].find('@'));
+    if (absl::StrContains(l, " master " + bridge + " ")) out.insert(name);
+  }
+  return out;
+}
+
+pid_t ParentPid(const std::string& pid) {
+  auto stat = ReadFile("/proc/" + pid + "/stat");
+  if (!stat.ok()) return 0;
+  size_t p = stat->rfind(')');
+  if (p == std::string::npos) return 0;
+  std::vector<std::string> f = absl::StrSplit(stat->substr(p + 2), ' ');
+  return f.size() > 1 ? std::atoi(f[1].c_str()) : 0;
+}
+
+}  // namespace
+
+std::string RunCapture(std::vector<std::string> argv) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return "";
+  auto pid = Reaper::Spawn({.argv = std::move(argv), .stdout_fd = p[1]});
+  ::close(p[1]);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(p[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(p[0]);
+  if (pid.ok()) (void)Reaper::Wait(*pid, absl::Seconds(10));
+  return out;
+}
+
+std::string DefaultConflist(const std::string& ipam_data_dir, const std::string& bridge,
+                            const std::string& subnet) {
+  nlohmann::json j = {{"cniVersion", "1.0.0"},
+                      {"name", "crisp-e2e"},
+                      {"plugins",
+                       {{{"type", "bridge"},
+                         {"bridge", bridge},
+                         {"isGateway", true},
+                         {"ipMasq", false},
+                         {"hairpinMode", true},
+                         {"ipam",
+                          {{"type", "host-local"},
+                           {"dataDir", ipam_data_dir},
+                           {"ranges", {{{{"subnet", subnet}}}}},
+                           {"routes", {{{"dst", "0.0.0.0/0"}}}}}}},
+                        {{"type", "portmap"}, {"capabilities", {{"portMappings", true}}}},
+                        {{"type", "loopback"}}}}};
   return j.dump(2);
+}
+
+std::set<std::string> CrispProcesses() {
+  std::set<std::string> out;
+  for (const auto& p : ListOrEmpty("/proc")) {
+    if (p.find_first_not_of("0123456789") != std::string::npos) continue;
+    auto comm = ReadFile("/proc/" + p + "/comm");
+    if (!comm.ok()) continue;
+    std::string name(absl::StripAsciiWhitespace(*comm));
+    // comm, not the whole cmdline: a "ninja crisp-shim" or a grep must not count.
+    auto cmd = ReadFile("/proc/" + p + "/cmdline");
+    std::string argv0 = cmd.ok() ? cmd->substr(0, cmd->find('\0')) : "";
+    if (name == "crisp-pause" || name == "crisp-shim" || absl::EndsWith(argv0, "/crisp-shim"))
+      out.insert(absl::StrCat("process ", p, " ", name));
+  }
+  return out;
+}
+
+std::set<std::string> DaemonProcesses(const Daemon& d) {
+  std::set<std::string> out;
+  const pid_t self = ::getpid();
+  for (const auto& p : CrispProcesses()) {
+    std::vector<std::string> f = absl::StrSplit(p, ' ');
+    bool ours = false;
+    pid_t q = std::atoi(f[1].c_str());
+    for (int depth = 0; depth < 64 && q > 1 && !ours; ++depth) {
+      ours = q == self;
+      q = ParentPid(std::to_string(q));
+    }
+    if (!ours)
+      ours = absl::StrContains(ReadFile("/proc/" + f[1] + "/cgroup").value_or(""), d.cgroup_parent() + "/");
+    if (!ours) ours = absl::StrContains(ReadFile("/proc/" + f[1] + "/cmdline").value_or(""), d.dir());
+    if (ours) out.insert(p);
+  }
+  return out;
 }
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions opts) {
@@ -47,6 +188,25 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions opts) {
   if (!reaper) return absl::InternalError("cannot become a child subreaper");
   auto d = std::unique_ptr<Daemon>(new Daemon());
   d->opts_ = std::move(opts);
+  // One harness daemon at a time on this machine: two e2e suites (two build
+  // dirs, CI next to a developer) would share the bridge and 10.88.0.0/16
+  // with separate IPAM stores and delete the bridge under each other, and any
+  // two runs (the bench next to the suite too) would see each other's pause
+  // processes, veths and nsfs mounts in the machine-wide leak check. A second
+  // run waits for the first.
+  (void)MkdirAll("/run/lock");
+  d->lock_fd_ = ::open(kLockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (d->lock_fd_ < 0) return ErrnoStatus(errno, absl::StrCat("opening ", kLockPath));
+  absl::Time give_up = absl::Now() + absl::Minutes(15);
+  bool said = false;
+  while (::flock(d->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) return ErrnoStatus(errno, absl::StrCat("locking ", kLockPath));
+    if (absl::Now() > give_up)
+      return absl::DeadlineExceededError(absl::StrCat(kLockPath, " held for 15 min"));
+    if (!said) std::cerr << "waiting for another crisp e2e run (" << kLockPath << ")\n";
+    said = true;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
   char t[] = "/tmp/crisp-e2e.XXXXXX";
   if (!::mkdtemp(t)) return ErrnoStatus(errno, "mkdtemp");
   d->dir_ = t;
@@ -55,24 +215,27 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions opts) {
   RETURN_IF_ERROR(MkdirAll(d->conf_dir()));
   RETURN_IF_ERROR(MkdirAll(d->ipam_dir()));
   if (d->opts_.write_conflist) {
-    std::string cl = d->opts_.conflist_json.empty() ? DefaultConflist(d->ipam_dir()) : d->opts_.conflist_json;
-    RETURN_IF_ERROR(WriteFileAtomic(d->conf_dir() + "/10-e2e.conflist", cl));
+    std::string cl = d->opts_.conflist_json.empty()
+                         ? DefaultConflist(d->dir_ + "/ipam", d->opts_.bridge, d->opts_.subnet)
+                         : absl::StrReplaceAll(d->opts_.conflist_json, {{"@DIR@", d->dir_}});
+    RETURN_IF_ERROR(WriteFileAtomic(d->conflist_path(), cl));
   }
-  std::string bins;
-  for (const auto& b : d->opts_.bin_dirs) absl::StrAppend(&bins, bins.empty() ? "" : ", ", b);
-  std::string yaml = absl::StrCat("log_level: ", d->opts_.log_level, "\ncgroup_parent: ", d->cgroup_parent_,
-                                  "\ncni:\n  conf_dir: ", d->conf_dir(), "\n  bin_dirs: [", bins,
-                                  "]\n  plugin_timeout: 30s\n", d->opts_.extra_yaml);
+  std::string yaml =
+      absl::StrCat("log_level: ", d->opts_.log_level, "\ncgroup_parent: ", d->cgroup_parent_,
+                   "\ncni:\n  conf_dir: ", d->conf_dir(), "\n  bin_dirs: [",
+                   absl::StrJoin(d->opts_.bin_dirs, ", "), "]\n  plugin_timeout: 30s\n", d->opts_.extra_yaml);
   RETURN_IF_ERROR(WriteFileAtomic(d->dir_ + "/crisp.yaml", yaml));
   RETURN_IF_ERROR(d->Launch());
   return d;
 }
 
 absl::Status Daemon::Launch() {
+  if (pid_ > 0) return absl::FailedPreconditionError("crispd is already running");
   int log = ::open((dir_ + "/crispd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log < 0) return ErrnoStatus(errno, "opening crispd.log");
   auto pid = Reaper::Spawn({.argv = {opts_.crispd_path.empty() ? CrispdPath() : opts_.crispd_path, "--config",
-                                     dir_ + "/crisp.yaml", "--socket", socket_, "--root", root(), "--state", state()},
+                                     dir_ + "/crisp.yaml", "--socket", socket_, "--root", root(), "--state",
+                                     state(), "--log-level", opts_.log_level},
                             .stdout_fd = log,
                             .stderr_fd = log});
   ::close(log);
@@ -90,21 +253,27 @@ absl::Status Daemon::Launch() {
     ::close(fd);
     return ok;
   };
-  for (int i = 0; i < 200; ++i) {
+  // Normally ~50 ms; generous for sanitizer builds on a busy machine.
+  absl::Time deadline = absl::Now() + absl::Seconds(20);
+  std::string last_error = "the socket never accepted a connection";
+  while (absl::Now() < deadline) {
     if (accepting()) {
-      if (!client_) client_ = std::make_unique<CriClient>("unix://" + socket_);
-      cri::VersionRequest req;
-      cri::VersionResponse resp;
-      if (client_->Runtime(&cri::RuntimeService::Stub::Version, req, &resp, 2).ok()) return absl::OkStatus();
+      if (!client_) client_ = std::make_unique<CriClient>(endpoint());
+      grpc::Status s = client_->WaitForReady(2);
+      if (s.ok()) return absl::OkStatus();
+      last_error = "Version: " + s.error_message();
     }
     auto exited = Reaper::Wait(pid_, absl::Milliseconds(25));
     if (exited.ok()) {
       pid_ = 0;
+      client_.reset();
       return absl::InternalError(
           absl::StrCat("crispd exited at start (", DescribeWaitStatus(*exited), "):\n", LogTail()));
     }
   }
-  return absl::DeadlineExceededError("crispd did not serve within 5 s:\n" + LogTail());
+  (void)Kill();
+  return absl::DeadlineExceededError(
+      absl::StrCat("crispd did not serve within 20 s (", last_error, "):\n", LogTail()));
 }
 
 absl::Status Daemon::Kill() {
@@ -125,102 +294,137 @@ absl::Status Daemon::Shutdown() {
     return absl::DeadlineExceededError("crispd did not exit within 5 s of SIGTERM");
   }
   pid_ = 0;
+  client_.reset();
   if (!WIFEXITED(*st) || WEXITSTATUS(*st) != 0)
-    return absl::InternalError("crispd exited with " + DescribeWaitStatus(*st));
+    return absl::InternalError("crispd exited with " + DescribeWaitStatus(*st) + " after SIGTERM");
   return absl::OkStatus();
 }
 
-Daemon::~Daemon() {
-  // A failed test may have left pods behind (its leak check already said so):
-  // remove them so that they do not pollute the machine and later tests.
-  if (client_ && pid_ > 0) {
+absl::Status Daemon::CheckAlive() {
+  if (pid_ <= 0) return absl::FailedPreconditionError("crispd is not running");
+  auto exited = Reaper::Wait(pid_, absl::ZeroDuration());
+  if (!exited.ok()) return absl::OkStatus();  // still running
+  pid_ = 0;
+  client_.reset();
+  return absl::InternalError("crispd died: " + DescribeWaitStatus(*exited));
+}
+
+absl::Status Daemon::Destroy() {
+  if (destroyed_) return absl::OkStatus();
+  destroyed_ = true;
+  if (dir_.empty() || cgroup_parent_.empty()) {  // Start() failed early: nothing of ours exists
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+    lock_fd_ = -1;
+    return absl::OkStatus();
+  }
+  std::vector<std::string> problems;
+  // Pods a failed test left behind: report them, then remove them so that
+  // they do not pollute the machine.
+  if (pid_ > 0) {
+    if (!client_) client_ = std::make_unique<CriClient>(endpoint());
     cri::ListPodSandboxResponse pods;
     if (client_->ListPodSandbox({}, &pods).ok()) {
-      for (const auto& p : pods.items()) (void)client_->RemovePodSandbox(p.id());
+      for (const auto& p : pods.items()) {
+        problems.push_back(absl::StrCat("pod ", p.id(), " (", p.metadata().name(), ") was still there"));
+        grpc::Status s = client_->RemovePodSandbox(p.id());
+        if (!s.ok()) problems.push_back(absl::StrCat("removing pod ", p.id(), ": ", s.error_message()));
+      }
     }
   }
-  (void)Shutdown();
+  if (auto s = Shutdown(); !s.ok()) problems.push_back(std::string(s.message()));
   (void)Kill();
-  auto run = [](std::vector<std::string> argv) {
-    auto p = Reaper::Spawn({.argv = std::move(argv)});
-    if (p.ok()) (void)Reaper::Wait(*p, absl::Seconds(10));
-  };
-  run({"/sbin/ip", "link", "del", "crispe2e0"});
-  auto ctrls = ListDir("/sys/fs/cgroup");
-  for (const auto& c : ctrls.value_or(std::vector<std::string>{})) ::rmdir(("/sys/fs/cgroup/" + c + cgroup_parent_).c_str());
-  ::rmdir(("/sys/fs/cgroup/unified" + cgroup_parent_).c_str());
+
+  // Our crisp processes still alive with crispd gone (orphans reparented to
+  // this subreaper, or in our cgroup parent): report and kill them.
+  for (const auto& p : DaemonProcesses(*this)) {
+    problems.push_back(p + " left running");
+    std::vector<std::string> f = absl::StrSplit(p, ' ');
+    ::kill(std::atoi(f[1].c_str()), SIGKILL);
+  }
+
+  if (PathExists("/sys/class/net/" + opts_.bridge))
+    (void)RunCapture({"/sbin/ip", "link", "del", opts_.bridge});
+  if (PathExists("/sys/class/net/" + opts_.bridge))
+    problems.push_back("bridge " + opts_.bridge + " not deleted");
+
+  for (const auto& root : CgroupRoots()) {
+    std::string parent = root + cgroup_parent_;
+    if (!IsDir(parent)) continue;
+    for (const auto& sub : SubDirs(parent)) {
+      problems.push_back("cgroup " + sub + " left");
+      ::rmdir(sub.c_str());
+    }
+    // A cgroup with a process that is being killed cannot be removed yet.
+    for (int i = 0; i < 50 && ::rmdir(parent.c_str()) != 0 && errno == EBUSY; ++i)
+      absl::SleepFor(absl::Milliseconds(20));
+    if (IsDir(parent)) problems.push_back("cgroup " + parent + " cannot be removed");
+  }
+
+  std::vector<MountLine> mounts = Mounts();
+  for (auto it = mounts.rbegin(); it != mounts.rend(); ++it) {
+    if (!absl::StrContains(it->line, dir_)) continue;
+    problems.push_back("mount " + it->mount_point + " (" + it->fstype + ") left");
+    ::umount2(it->mount_point.c_str(), MNT_DETACH);
+  }
+
   // CRISP_E2E_KEEP=1 keeps the temp dir (config, crispd.log) for debugging.
-  if (!dir_.empty() && !::getenv("CRISP_E2E_KEEP")) (void)RemoveAll(dir_);
+  if (!dir_.empty() && !::getenv("CRISP_E2E_KEEP")) {
+    if (auto s = RemoveAll(dir_); !s.ok())
+      problems.push_back("removing " + dir_ + ": " + std::string(s.message()));
+    if (PathExists(dir_)) problems.push_back(dir_ + " still exists");
+  }
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the machine lock
+  lock_fd_ = -1;
+  if (problems.empty()) return absl::OkStatus();
+  return absl::InternalError("tearing down crispd left problems:\n  " + absl::StrJoin(problems, "\n  "));
 }
+
+Daemon::~Daemon() { (void)Destroy(); }
 
 std::string Daemon::LogTail(size_t lines) const {
   auto text = ReadFile(dir_ + "/crispd.log");
   if (!text.ok()) return "(no crispd log)";
-  std::vector<std::string> all = absl::StrSplit(*text, '\n');
+  std::vector<std::string> all = absl::StrSplit(absl::StripSuffix(*text, "\n"), '\n');
   size_t from = all.size() > lines ? all.size() - lines : 0;
   std::string out;
   for (size_t i = from; i < all.size(); ++i) absl::StrAppend(&out, all[i], "\n");
   return out;
 }
 
-namespace {
-
-std::string RunCapture(std::vector<std::string> argv) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return "";
-  auto pid = Reaper::Spawn({.argv = std::move(argv), .stdout_fd = p[1]});
-  ::close(p[1]);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(p[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  ::close(p[0]);
-  if (pid.ok()) (void)Reaper::Wait(*pid, absl::Seconds(10));
-  return out;
-}
-
-}  // namespace
-
 std::set<std::string> LeakSnapshot(const Daemon& d) {
   std::set<std::string> out;
-  std::ifstream mi("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(mi, line)) {
-    std::vector<std::string> f = absl::StrSplit(line, ' ');
-    if (f.size() > 4 && (absl::StrContains(f[4], d.dir()) || absl::StrContains(line, " - nsfs ")))
-      out.insert("mount " + f[4]);
+  for (const auto& m : Mounts()) {
+    // nsfs pins anywhere (e.g. /run/netns) but in other tests' temp dirs.
+    bool foreign_tmp =
+        absl::StartsWith(m.mount_point, "/tmp/") && !absl::StartsWith(m.mount_point, d.dir() + "/");
+    if (absl::StrContains(m.line, d.dir()) || (m.fstype == "nsfs" && !foreign_tmp))
+      out.insert("mount " + m.mount_point + " " + m.fstype);
   }
-  for (const auto& n : ListDir("/run/netns").value_or(std::vector<std::string>{})) out.insert("netns " + n);
-  for (absl::string_view l : absl::StrSplit(RunCapture({"/sbin/ip", "-o", "link", "show"}), '\n')) {
-    std::vector<std::string> f = absl::StrSplit(l, ": ");
-    if (f.size() < 2) continue;
-    std::string name = f[1].substr(0, f[1].find('@'));
-    if (absl::StartsWith(name, "veth")) out.insert("link " + name);
-  }
-  for (const auto& c : ListDir("/sys/fs/cgroup").value_or(std::vector<std::string>{})) {
-    std::string dir = "/sys/fs/cgroup/" + c + d.cgroup_parent();
-    for (const auto& n : ListDir(dir).value_or(std::vector<std::string>{})) {
-      struct stat st;
-      if (::stat((dir + "/" + n).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) out.insert("cgroup " + dir + "/" + n);
-    }
-  }
-  for (const auto& n : ListDir(d.ipam_dir()).value_or(std::vector<std::string>{})) {
+  for (const auto& n : ListOrEmpty("/run/netns")) out.insert("netns " + n);
+  // Veths of pods (our bridge itself is created by the first pod and kept
+  // for the suite).
+  for (const auto& l : PodLinks(d.options().bridge)) out.insert("link " + l);
+  for (const auto& root : CgroupRoots())
+    for (const auto& sub : SubDirs(root + d.cgroup_parent())) out.insert("cgroup " + sub);
+  for (const auto& n : ListOrEmpty(d.ipam_dir())) {
     if (absl::StartsWith(n, "last_reserved_ip") || n == "lock") continue;
     out.insert("ip " + n);
   }
-  for (const auto& p : ListDir("/proc").value_or(std::vector<std::string>{})) {
-    if (p.find_first_not_of("0123456789") != std::string::npos) continue;
-    auto comm = ReadFile("/proc/" + p + "/comm");
-    auto cmd = ReadFile("/proc/" + p + "/cmdline");
-    if ((comm.ok() && *comm == "crisp-pause\n") || (cmd.ok() && absl::StrContains(*cmd, "crisp-shim")))
-      out.insert("process " + p + " " + (comm.ok() ? std::string(absl::StripAsciiWhitespace(*comm)) : ""));
-  }
-  for (const auto& dir : {d.root() + "/sandboxes", d.state() + "/sandboxes", d.state() + "/ns", d.root() + "/cni/results"})
-    for (const auto& n : ListDir(dir).value_or(std::vector<std::string>{})) out.insert("file " + dir + "/" + n);
-  if (d.pid() > 0) {
-    auto fds = ListDir(absl::StrCat("/proc/", d.pid(), "/fd"));
-    out.insert(absl::StrCat("crispd fds ", fds.ok() ? fds->size() : 0));
-  }
+  for (const auto& p : DaemonProcesses(d)) out.insert(p);
+  for (const auto& dir :
+       {d.root() + "/sandboxes", d.state() + "/sandboxes", d.state() + "/ns", d.root() + "/cni/results"})
+    for (const auto& n : ListOrEmpty(dir)) out.insert("file " + dir + "/" + n);
+  if (d.pid() > 0)
+    out.insert(absl::StrCat("crispd fds ", ListOrEmpty(absl::StrCat("/proc/", d.pid(), "/fd")).size()));
+  return out;
+}
+
+std::string DiffSnapshots(const std::set<std::string>& before, const std::set<std::string>& after) {
+  std::string out;
+  for (const auto& a : after)
+    if (!before.count(a)) absl::StrAppend(&out, "\n  + ", a);
+  for (const auto& b : before)
+    if (!after.count(b)) absl::StrAppend(&out, "\n  - ", b);
   return out;
 }
 
@@ -235,9 +439,8 @@ nlohmann::json SandboxInfo(CriClient& c, const std::string& id) {
 void InNamespace(const std::string& ns_path, int nstype, const std::function<void()>& fn) {
   std::thread t([&] {
     int fd = ::open(ns_path.c_str(), O_RDONLY | O_CLOEXEC);
-    ASSERT_GE(fd, 0) << ns_path;
-    ASSERT_EQ(::unshare(CLONE_FS), 0);
-    ASSERT_EQ(::setns(fd, nstype), 0) << ns_path;
+    ASSERT_GE(fd, 0) << ns_path << ": " << strerror(errno);
+    ASSERT_EQ(::setns(fd, nstype), 0) << ns_path << ": " << strerror(errno);
     ::close(fd);
     fn();
   });
@@ -246,46 +449,66 @@ void InNamespace(const std::string& ns_path, int nstype, const std::function<voi
 
 std::unique_ptr<Daemon> E2eTest::daemon_;
 
-DaemonOptions E2eTest::Options() { return DaemonOptions{}; }
-
-void E2eTest::SetUpTestSuite() {
+void E2eTest::StartDaemon(DaemonOptions opts) {
   if (::geteuid() != 0) return;
-  auto d = Daemon::Start(Options());
+  auto d = Daemon::Start(std::move(opts));
   ASSERT_TRUE(d.ok()) << d.status();
   daemon_ = std::move(*d);
 }
 
-void E2eTest::TearDownTestSuite() { daemon_.reset(); }
+void E2eTest::TearDownTestSuite() {
+  if (!daemon_) return;
+  absl::Status s = daemon_->Destroy();
+  EXPECT_TRUE(s.ok()) << s.message();
+  daemon_.reset();
+}
 
 void E2eTest::SetUp() {
   if (::geteuid() != 0) GTEST_SKIP() << "e2e tests need root";
-  ASSERT_NE(daemon_, nullptr);
+  ASSERT_NE(daemon_, nullptr) << "crispd did not start (see the suite set-up failure)";
+  ASSERT_GT(daemon_->pid(), 0) << "crispd is not running";
   before_ = LeakSnapshot(*daemon_);
   before_pid_ = daemon_->pid();
 }
 
 void E2eTest::TearDown() {
-  if (!daemon_ || ::geteuid() != 0) return;
-  std::set<std::string> after;
-  // Let asynchronous exits (reaping, fd closes) settle before judging.
-  for (int i = 0; i < 20; ++i) {
-    after = LeakSnapshot(*daemon_);
-    if (after == before_) break;
-    absl::SleepFor(absl::Milliseconds(50));
+  if (!daemon_ || ::geteuid() != 0 || IsSkipped()) return;
+  // crispd must have survived the test (a crash would also explain leaks).
+  if (auto alive = daemon_->CheckAlive(); !alive.ok()) {
+    ADD_FAILURE() << alive.message() << " during the test";
+    // Start it again so that the suite's next tests can run.
+    if (auto s = daemon_->Launch(); !s.ok()) ADD_FAILURE() << "restarting crispd: " << s.message();
   }
   if (daemon_->pid() != before_pid_) {
     // crispd was restarted by the test: its fd count is not comparable.
     std::erase_if(before_, [](const std::string& e) { return absl::StartsWith(e, "crispd fds"); });
-    std::erase_if(after, [](const std::string& e) { return absl::StartsWith(e, "crispd fds"); });
   }
-  std::string leaked, gone;
-  for (const auto& a : after)
-    if (!before_.count(a)) absl::StrAppend(&leaked, "\n  + ", a);
-  for (const auto& b : before_)
-    if (!after.count(b)) absl::StrAppend(&gone, "\n  - ", b);
-  EXPECT_TRUE(leaked.empty() && gone.empty()) << "leak check: the test left behind:" << leaked
-                                              << "\nand these changed/vanished:" << gone << "\ncrispd log tail:\n"
-                                              << daemon_->LogTail();
+  // Named netns and nsfs mounts outside our temp dir cannot be attributed to
+  // this daemon (crispd pins under its state dir, inside ours): one that
+  // appeared is reported, one that went away belonged to something else
+  // running on the machine (e.g. the netcni integration tests' /run/netns/*).
+  const std::string dir = daemon_->dir();
+  auto judge = [&](std::set<std::string> after) {
+    if (daemon_->pid() != before_pid_)
+      std::erase_if(after, [](const std::string& e) { return absl::StartsWith(e, "crispd fds"); });
+    std::set<std::string> before = before_;
+    std::erase_if(before, [&](const std::string& e) {
+      bool global =
+          absl::StartsWith(e, "netns ") || (absl::StartsWith(e, "mount ") && !absl::StrContains(e, dir));
+      return global && !after.count(e);
+    });
+    return DiffSnapshots(before, after);
+  };
+  std::string diff;
+  // Let asynchronous exits (reaping, fd closes) settle before judging.
+  for (int i = 0; i < 20; ++i) {
+    diff = judge(LeakSnapshot(*daemon_));
+    if (diff.empty()) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(diff.empty()) << "leak check: the test left behind (+) or removed (-):" << diff;
+  if (HasFailure())
+    std::cerr << "---- tail of " << daemon_->dir() << "/crispd.log ----\n" << daemon_->LogTail();
 }
 
 std::string CrispdPath() { return CRISPD_PATH; }

@@ -7,8 +7,8 @@
 namespace crisp::server {
 
 CriService::CriService(Config config, std::unique_ptr<netcni::CniManager> cni,
-                       std::unique_ptr<runtime::CgroupManager> cgroups)
-    : config_(std::move(config)), cni_(std::move(cni)), cgroups_(std::move(cgroups)) {
+                       std::unique_ptr<runtime::CgroupManager> cgroups, std::unique_ptr<images::ImageManager> images)
+    : config_(std::move(config)), cni_(std::move(cni)), cgroups_(std::move(cgroups)), images_(std::move(images)) {
   podsandbox::ControllerOptions opts;
   opts.root = config_.root;
   opts.state = config_.state;
@@ -23,6 +23,7 @@ CriService::~CriService() = default;
 absl::Status CriService::Init() {
   for (const char* sub : {"sandboxes", "containers", "cni"}) RETURN_IF_ERROR(MkdirAll(JoinPath(config_.root, sub), 0700));
   for (const char* sub : {"sandboxes", "ns"}) RETURN_IF_ERROR(MkdirAll(JoinPath(config_.state, sub), 0700));
+  RETURN_IF_ERROR(Annotate(images_->Init(), "loading images"));
   auto log = Logger("server");
   int ready = 0, total = 0;
   for (auto& sb : sandboxes_->LoadAll()) {

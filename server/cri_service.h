@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "api/cri/api.pb.h"
 #include "common/exit_watcher.h"
+#include "images/image_manager.h"
 #include "netcni/cni.h"
 #include "podsandbox/controller.h"
 #include "runtime/cgroups.h"
@@ -25,7 +26,8 @@ namespace cri = ::runtime::v1;
 class CriService {
  public:
   // `cni` and `cgroups` are the kernel edges (fakes in unit tests).
-  CriService(Config config, std::unique_ptr<netcni::CniManager> cni, std::unique_ptr<runtime::CgroupManager> cgroups);
+  CriService(Config config, std::unique_ptr<netcni::CniManager> cni, std::unique_ptr<runtime::CgroupManager> cgroups,
+             std::unique_ptr<images::ImageManager> images);
   ~CriService();
 
   // Creates the state directories and recovers every persisted object.
@@ -44,6 +46,13 @@ class CriService {
   absl::Status PodSandboxStatus(const cri::PodSandboxStatusRequest& req, cri::PodSandboxStatusResponse* resp);
   absl::Status ListPodSandbox(const cri::ListPodSandboxRequest& req, cri::ListPodSandboxResponse* resp);
 
+  // Images.
+  absl::Status PullImage(const cri::PullImageRequest& req, cri::PullImageResponse* resp);
+  absl::Status ListImages(const cri::ListImagesRequest& req, cri::ListImagesResponse* resp);
+  absl::Status ImageStatus(const cri::ImageStatusRequest& req, cri::ImageStatusResponse* resp);
+  absl::Status RemoveImage(const cri::RemoveImageRequest& req, cri::RemoveImageResponse* resp);
+  absl::Status ImageFsInfo(const cri::ImageFsInfoRequest& req, cri::ImageFsInfoResponse* resp);
+
   const Config& config() const { return config_; }
 
  private:
@@ -55,6 +64,7 @@ class CriService {
   Config config_;
   std::unique_ptr<netcni::CniManager> cni_;
   std::unique_ptr<runtime::CgroupManager> cgroups_;
+  std::unique_ptr<images::ImageManager> images_;
   std::unique_ptr<podsandbox::Controller> sandboxes_;
   SandboxStore sandbox_store_;
   NameRegistry sandbox_names_;
@@ -62,6 +72,9 @@ class CriService {
   mutable std::mutex cidr_mu_;
   std::string pod_cidr_;
 };
+
+// The image manager's options from crispd's config (root, registry hosts).
+images::ImageOptions ImageOptionsFromConfig(const Config& config);
 
 // Fills a CRI PodSandbox / PodSandboxStatus from our record (also used by tests).
 void ToCriSandbox(const podsandbox::Sandbox& sb, cri::PodSandbox* out);

@@ -118,15 +118,15 @@ class ImageServiceImpl final : public cri::ImageService::Service {
  public:
   explicit ImageServiceImpl(CriService* svc) : svc_(svc) {}
 
-  CRISP_TODO(ListImages, ListImagesRequest, ListImagesResponse)
+  CRISP_RPC(ListImages)
+  CRISP_RPC(ImageStatus)
+  CRISP_RPC(PullImage)
+  CRISP_RPC(RemoveImage)
+  CRISP_RPC(ImageFsInfo)
   CRISP_TODO_STREAM(StreamImages, StreamImagesRequest, StreamImagesResponse)
-  CRISP_TODO(ImageStatus, ImageStatusRequest, ImageStatusResponse)
-  CRISP_TODO(PullImage, PullImageRequest, PullImageResponse)
-  CRISP_TODO(RemoveImage, RemoveImageRequest, RemoveImageResponse)
-  CRISP_TODO(ImageFsInfo, ImageFsInfoRequest, ImageFsInfoResponse)
 
  private:
-  [[maybe_unused]] CriService* svc_;
+  CriService* svc_;
 };
 
 }  // namespace

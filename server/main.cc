@@ -16,6 +16,9 @@
 #include "common/reaper.h"
 #include "common/status.h"
 #include "grpcpp/grpcpp.h"
+#include "images/image_manager.h"
+#include "images/reference.h"
+#include "images/transport.h"
 #include "netcni/cni.h"
 #include "runtime/cgroups.h"
 #include "server/config.h"
@@ -36,6 +39,7 @@ void Usage(FILE* out) {
                "usage: crispd [--config FILE] [--socket PATH] [--root DIR] [--state DIR] [--log-level LEVEL]\n"
                "       crispd --version\n"
                "       crispd config default     print the default configuration, commented\n"
+               "       crispd registry resolve REF   print the endpoints a pull of REF tries, in order\n"
                "\n"
                "Serves the Kubernetes CRI v1 (RuntimeService, ImageService) on a unix socket.\n"
                "Flags override the config file (default %s).\n",
@@ -66,6 +70,7 @@ int Run(int argc, char** argv) {
   std::string config_path = kDefaultConfigPath;
   bool config_explicit = false;
   std::map<std::string, std::string> overrides;
+  std::string registry_resolve;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--version" || a == "-v") {
@@ -75,6 +80,11 @@ int Run(int argc, char** argv) {
     if (a == "--help" || a == "-h") {
       Usage(stdout);
       return 0;
+    }
+    if (a == "registry" && i + 2 < argc && std::string(argv[i + 1]) == "resolve") {
+      registry_resolve = argv[i + 2];
+      i += 2;
+      continue;
     }
     if (a == "config" && i + 1 < argc && std::string(argv[i + 1]) == "default") {
       std::fputs(DefaultConfigYaml().c_str(), stdout);
@@ -118,6 +128,23 @@ int Run(int argc, char** argv) {
     std::fprintf(stderr, "crispd: %s\n", std::string(s.message()).c_str());
     return 1;
   }
+  if (!registry_resolve.empty()) {
+    // Which endpoints a pull of REF would try, in order (no network access).
+    images::ImageManager m(ImageOptionsFromConfig(config), images::NewCurlTransport());
+    auto ref = images::ParseReference(registry_resolve);
+    if (!ref.ok()) {
+      std::fprintf(stderr, "crispd: %s\n", std::string(ref.status().message()).c_str());
+      return 1;
+    }
+    auto eps = m.Endpoints(registry_resolve);
+    if (!eps.ok()) {
+      std::fprintf(stderr, "crispd: %s\n", std::string(eps.status().message()).c_str());
+      return 1;
+    }
+    std::printf("%s\n", ref->String().c_str());
+    for (const auto& e : *eps) std::printf("  %s\n", e.c_str());
+    return 0;
+  }
   if (config.shim_path.empty()) config.shim_path = ExeDir() + "/crisp-shim";
   (void)SetLogLevel(config.log_level);
   auto log = Logger("server");
@@ -153,7 +180,8 @@ int Run(int argc, char** argv) {
   cni_opts.plugin_timeout = config.cni.plugin_timeout;
   auto cni = std::make_unique<netcni::CniManager>(cni_opts, netcni::NewExecInvoker());
   auto cgroups = std::make_unique<runtime::CgroupManager>(*layout, runtime::NewFsCgroupWriter());
-  CriService svc(config, std::move(cni), std::move(cgroups));
+  auto image_manager = std::make_unique<images::ImageManager>(ImageOptionsFromConfig(config), images::NewCurlTransport());
+  CriService svc(config, std::move(cni), std::move(cgroups), std::move(image_manager));
   if (auto s = svc.Init(); !s.ok()) {
     log->critical("initialising: {}", s.ToString());
     return 1;

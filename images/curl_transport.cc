@@ -113,7 +113,6 @@ class CurlTransport : public RegistryTransport {
   }
 
   ~CurlTransport() override {
-    for (CURL* h : idle_) curl_easy_cleanup(h);
     curl_share_cleanup(share_);
   }
 
@@ -192,32 +191,15 @@ class CurlTransport : public RegistryTransport {
 
   // Easy handles are reused: a reset handle keeps nothing of the previous
   // request but avoids re-allocating its buffers.
-  CURL* Acquire() {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      if (!idle_.empty()) {
-        CURL* h = idle_.back();
-        idle_.pop_back();
-        return h;
-      }
-    }
-    return curl_easy_init();
-  }
-  void Release(CURL* h) {
-    curl_easy_reset(h);
-    std::lock_guard<std::mutex> l(mu_);
-    if (idle_.size() < 16) {
-      idle_.push_back(h);
-      return;
-    }
-    curl_easy_cleanup(h);
-  }
+  // A fresh easy handle per request: connections are pooled in the share,
+  // not in the handle, and an idle handle would keep the wakeup socketpair
+  // of its internal multi handle open (2 fds each).
+  CURL* Acquire() { return curl_easy_init(); }
+  void Release(CURL* h) { curl_easy_cleanup(h); }
 
   static constexpr size_t kLocks = CURL_LOCK_DATA_LAST + 1;
   CURLSH* share_;
   std::array<std::mutex, kLocks> locks_;
-  std::mutex mu_;
-  std::vector<CURL*> idle_;
 };
 
 }  // namespace

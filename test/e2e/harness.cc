@@ -114,6 +114,30 @@ pid_t ParentPid(const std::string& pid) {
 
 }  // namespace
 
+// Open fds of `pid`, not counting TCP sockets: those are libcurl's pooled
+// keep-alive connections to registries, which come and go with the pool.
+static size_t CountFdsButTcp(pid_t pid) {
+  std::set<std::string> tcp;  // "socket:[inode]"
+  for (const char* f : {"tcp", "tcp6"}) {
+    std::ifstream in(absl::StrCat("/proc/", pid, "/net/", f));
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::vector<absl::string_view> cols = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (cols.size() > 9) tcp.insert(absl::StrCat("socket:[", std::string(cols[9]), "]"));
+    }
+  }
+  size_t n = 0;
+  std::string dir = absl::StrCat("/proc/", pid, "/fd");
+  for (const auto& fd : ListOrEmpty(dir)) {
+    char target[128];
+    ssize_t len = ::readlink((dir + "/" + fd).c_str(), target, sizeof target - 1);
+    if (len > 0 && tcp.count(std::string(target, static_cast<size_t>(len)))) continue;
+    ++n;
+  }
+  return n;
+}
+
 std::string RunCapture(std::vector<std::string> argv) {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return "";
@@ -414,8 +438,7 @@ std::set<std::string> LeakSnapshot(const Daemon& d) {
   for (const auto& dir :
        {d.root() + "/sandboxes", d.state() + "/sandboxes", d.state() + "/ns", d.root() + "/cni/results"})
     for (const auto& n : ListOrEmpty(dir)) out.insert("file " + dir + "/" + n);
-  if (d.pid() > 0)
-    out.insert(absl::StrCat("crispd fds ", ListOrEmpty(absl::StrCat("/proc/", d.pid(), "/fd")).size()));
+  if (d.pid() > 0) out.insert(absl::StrCat("crispd fds ", CountFdsButTcp(d.pid())));
   return out;
 }
 

@@ -1,7 +1,16 @@
-// The image RPCs through crispd's socket: what needs no registry. Pulls from a
-// real registry are covered against docker-registry by the images
-// integration tests (test/integration/images).
+// The image RPCs through crispd's socket, against real registries: Debian's
+// docker-registry on loopback ports with the fixture images
+// (test/testing/fixture_registry.h), one open and one with Basic auth. The
+// daemon maps docker.io to a closed port (pulls fail fast) and the
+// unresolvable host "nonexistent.invalid" to the open registry (a mirror).
+// Unpacking details (whiteouts, owners, hostile tars) are covered below the
+// socket by test/integration/images and test/unit/images.
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "images/digest.h"
 #include "test/e2e/harness.h"
+#include "test/testing/fixture_registry.h"
 
 namespace crisp::e2e {
 namespace {
@@ -11,13 +20,23 @@ using Stub = cri::ImageService::Stub;
 class ImageTest : public E2eTest {
  protected:
   static void SetUpTestSuite() {
+    skip_ = testing::FixtureRegistries::SkipReason();
+    if (skip_.empty()) {
+      auto r = testing::FixtureRegistries::Start(CRISP_FIXTURES_DIR, CRISP_FIXTURE_CACHE);
+      if (r.ok()) {
+        reg_ = std::move(*r);
+      } else {
+        skip_ = "cannot start the fixture registries: " + std::string(r.status().message());
+        ADD_FAILURE() << skip_;
+      }
+    }
     DaemonOptions o;
-    // Pulls of docker.io images go to a closed loopback port: fast, certain failure.
     o.extra_yaml = "registry:\n  mirrors:\n    docker.io: [\"http://127.0.0.1:9\"]\n";
+    if (reg_) absl::StrAppend(&o.extra_yaml, "    nonexistent.invalid: [\"http://", reg_->open(), "\"]\n");
     StartDaemon(o);
-    // libcurl sets up its resolver and connection pool (a few fds) on the
-    // first pull; do that before the per-test fd baseline, so that the leak
-    // check sees fds that grow with every pull.
+    // libcurl sets up its resolver (a few fds) on the first pull; do that
+    // before the per-test fd baseline, so that the leak check sees fds that
+    // grow with every pull. (Pooled TCP connections are not counted.)
     if (daemon_) {
       cri::PullImageRequest req;
       req.mutable_image()->set_image("busybox:warmup");
@@ -25,7 +44,78 @@ class ImageTest : public E2eTest {
       (void)daemon_->client().Image(&Stub::PullImage, req, &resp);
     }
   }
+  static void TearDownTestSuite() {
+    E2eTest::TearDownTestSuite();
+    reg_.reset();
+  }
+  void TearDown() override {
+    // Every test starts with an empty store.
+    if (daemon_ && !IsSkipped()) {
+      cri::ListImagesResponse l;
+      EXPECT_TRUE(c().Image(&Stub::ListImages, cri::ListImagesRequest(), &l).ok());
+      for (const auto& img : l.images()) EXPECT_TRUE(Remove(img.id()).ok()) << img.id();
+    }
+    E2eTest::TearDown();
+  }
   CriClient& c() { return daemon_->client(); }
+  static const testing::FixtureRegistries& reg() { return *reg_; }
+  static std::string Open(const std::string& repo) { return reg_->Open(repo); }
+
+  // PullImage; `image_ref` gets the answer's image_ref.
+  grpc::Status Pull(const std::string& ref, std::string* image_ref = nullptr,
+                    const cri::AuthConfig* auth = nullptr) {
+    cri::PullImageRequest req;
+    req.mutable_image()->set_image(ref);
+    if (auth) *req.mutable_auth() = *auth;
+    cri::PullImageResponse resp;
+    grpc::Status s = c().Image(&Stub::PullImage, req, &resp);
+    if (image_ref) *image_ref = resp.image_ref();
+    return s;
+  }
+  // ImageStatus; an empty Image (no id) when it is not there.
+  cri::Image Status(const std::string& ref, std::string* info = nullptr) {
+    cri::ImageStatusRequest req;
+    req.mutable_image()->set_image(ref);
+    req.set_verbose(info != nullptr);
+    cri::ImageStatusResponse resp;
+    grpc::Status s = c().Image(&Stub::ImageStatus, req, &resp);
+    EXPECT_TRUE(s.ok()) << ref << ": " << s.error_message();
+    if (info) *info = resp.info().count("info") ? resp.info().at("info") : "";
+    return resp.image();
+  }
+  grpc::Status Remove(const std::string& ref) {
+    cri::RemoveImageRequest req;
+    req.mutable_image()->set_image(ref);
+    cri::RemoveImageResponse resp;
+    return c().Image(&Stub::RemoveImage, req, &resp);
+  }
+  std::vector<cri::Image> List(const std::string& filter = "") {
+    cri::ListImagesRequest req;
+    if (!filter.empty()) req.mutable_filter()->mutable_image()->set_image(filter);
+    cri::ListImagesResponse resp;
+    EXPECT_TRUE(c().Image(&Stub::ListImages, req, &resp).ok());
+    return {resp.images().begin(), resp.images().end()};
+  }
+  std::pair<uint64_t, uint64_t> FsUsed() {
+    cri::ImageFsInfoResponse r;
+    EXPECT_TRUE(c().Image(&Stub::ImageFsInfo, cri::ImageFsInfoRequest(), &r).ok());
+    if (r.image_filesystems_size() != 1) return {0, 0};
+    return {r.image_filesystems(0).used_bytes().value(), r.image_filesystems(0).inodes_used().value()};
+  }
+
+  static std::unique_ptr<testing::FixtureRegistries> reg_;
+  static std::string skip_;
+};
+std::unique_ptr<testing::FixtureRegistries> ImageTest::reg_;
+std::string ImageTest::skip_;
+
+// Tests that need the registries.
+class RegistryTest : public ImageTest {
+ protected:
+  void SetUp() override {
+    if (!skip_.empty()) GTEST_SKIP() << skip_;
+    ImageTest::SetUp();
+  }
 };
 
 TEST_F(ImageTest, FsInfoReportsTheImageStore) {
@@ -73,6 +163,194 @@ TEST_F(ImageTest, UnreachableRegistryFailsCleanly) {
   cri::ListImagesResponse l;
   ASSERT_TRUE(c().Image(&Stub::ListImages, cri::ListImagesRequest(), &l).ok());
   EXPECT_EQ(l.images_size(), 0) << "nothing half-pulled is listed";
+}
+
+TEST_F(RegistryTest, PullByTagThenStatusAndListByEveryReferenceForm) {
+  std::string ref = Open("crisp/busybox:latest");
+  std::string image_ref;
+  grpc::Status s = Pull(ref, &image_ref);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_TRUE(absl::StartsWith(image_ref, "sha256:")) << image_ref;
+
+  std::string info;
+  cri::Image img = Status(ref, &info);
+  EXPECT_EQ(img.id(), image_ref);
+  EXPECT_EQ(std::vector<std::string>(img.repo_tags().begin(), img.repo_tags().end()),
+            std::vector<std::string>{ref});
+  ASSERT_EQ(img.repo_digests_size(), 1);
+  std::string dref = img.repo_digests(0);
+  EXPECT_TRUE(absl::StartsWith(dref, Open("crisp/busybox@sha256:"))) << dref;
+  EXPECT_GT(img.size(), 1000000u);
+  EXPECT_FALSE(img.has_uid());
+  EXPECT_EQ(img.spec().image(), image_ref);
+  EXPECT_FALSE(img.pinned());
+  EXPECT_TRUE(absl::StrContains(info, "\"Cmd\":[\"/bin/sh\"]")) << info;
+
+  std::string digest = dref.substr(dref.find('@') + 1);
+  std::string hex = images::DigestHex(image_ref);
+  for (const std::string& q : {image_ref, hex, hex.substr(0, 12), ref, Open("crisp/busybox"), dref,
+                               Open("crisp/busybox:latest@") + digest}) {
+    EXPECT_EQ(Status(q).id(), image_ref) << q;
+  }
+  EXPECT_EQ(Status(Open("crisp/busybox:nope")).id(), "");
+  EXPECT_EQ(Status("busybox").id(), "") << "docker.io/library/busybox is another image";
+
+  ASSERT_EQ(List().size(), 1u);
+  EXPECT_EQ(List(ref).size(), 1u);
+  EXPECT_EQ(List(image_ref).size(), 1u);
+  EXPECT_EQ(List(Open("crisp/other:latest")).size(), 0u);
+
+  // Pulling again with nothing new downloads no blob.
+  int blobs = reg().Requests("/v2/crisp/busybox/blobs/");
+  ASSERT_TRUE(Pull(ref).ok());
+  EXPECT_EQ(reg().Requests("/v2/crisp/busybox/blobs/"), blobs);
+}
+
+TEST_F(RegistryTest, PullByDigestAndByTagAtDigest) {
+  std::string id;
+  ASSERT_TRUE(Pull(Open("crisp/busybox:latest"), &id).ok());
+  std::string dref = Status(id).repo_digests(0);
+  std::string digest = dref.substr(dref.find('@') + 1);
+  ASSERT_TRUE(Remove(id).ok());
+  ASSERT_EQ(Status(id).id(), "");
+
+  std::string by_digest;
+  grpc::Status s = Pull(dref, &by_digest);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(by_digest, id);
+  cri::Image img = Status(dref);
+  EXPECT_EQ(img.repo_tags_size(), 0);
+  ASSERT_EQ(img.repo_digests_size(), 1);
+  EXPECT_EQ(img.repo_digests(0), dref);
+
+  // name:tag@digest: the digest wins; the tag is not recorded.
+  std::string tag_at;
+  s = Pull(Open("crisp/busybox:1.0@") + digest, &tag_at);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(tag_at, id);
+  EXPECT_EQ(Status(Open("crisp/busybox:1.0")).id(), "");
+
+  // A digest the registry does not have.
+  s = Pull(Open("crisp/busybox@sha256:") + std::string(64, '0'));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+}
+
+TEST_F(RegistryTest, PullThroughAMirrorWhenTheUpstreamDoesNotResolve) {
+  std::string ref = "nonexistent.invalid/crisp/busybox:latest";
+  std::string id;
+  grpc::Status s = Pull(ref, &id);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  cri::Image img = Status(ref);
+  EXPECT_EQ(img.id(), id);
+  ASSERT_EQ(img.repo_digests_size(), 1);
+  EXPECT_TRUE(absl::StartsWith(img.repo_digests(0), "nonexistent.invalid/crisp/busybox@sha256:"));
+  // A host without a mirror that does not resolve fails cleanly.
+  s = Pull("other.invalid/crisp/busybox:latest");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+}
+
+TEST_F(RegistryTest, BasicAuth) {
+  std::string ref = reg().Auth("crisp/busybox:latest");
+  auto denied = [](const grpc::Status& s) {
+    return s.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+           s.error_code() == grpc::StatusCode::PERMISSION_DENIED;
+  };
+  grpc::Status anon = Pull(ref);
+  EXPECT_TRUE(denied(anon)) << anon.error_code() << " " << anon.error_message();
+  cri::AuthConfig wrong;
+  wrong.set_username(testing::kFixtureUser);
+  wrong.set_password("wrong");
+  grpc::Status bad = Pull(ref, nullptr, &wrong);
+  EXPECT_TRUE(denied(bad)) << bad.error_code() << " " << bad.error_message();
+  EXPECT_TRUE(List().empty());
+
+  cri::AuthConfig good;
+  good.set_username(testing::kFixtureUser);
+  good.set_password(testing::kFixturePass);
+  std::string id;
+  grpc::Status ok = Pull(ref, &id, &good);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(Status(ref).id(), id);
+  ASSERT_TRUE(Remove(id).ok());
+  cri::AuthConfig b64;  // the `auth` form: base64("user:pass")
+  b64.set_auth("Y3Jpc3A6czNjcmV0");
+  ok = Pull(ref, nullptr, &b64);
+  EXPECT_TRUE(ok.ok()) << ok.error_message();
+}
+
+TEST_F(RegistryTest, UntagThenRemoveAndImageFsInfoFollows) {
+  auto [bytes0, inodes0] = FsUsed();
+  std::string latest = Open("crisp/busybox:latest"), v1 = Open("crisp/busybox:1.0");
+  std::string id, id1, multi;
+  ASSERT_TRUE(Pull(latest, &id).ok());
+  ASSERT_TRUE(Pull(v1, &id1).ok());
+  ASSERT_EQ(id, id1);
+  ASSERT_TRUE(Pull(Open("crisp/multilayer:latest"), &multi).ok());
+  EXPECT_EQ(Status(multi).uid().value(), 1000);
+  ASSERT_EQ(List().size(), 2u);
+  EXPECT_EQ(Status(id).repo_tags_size(), 2);
+  auto [bytes1, inodes1] = FsUsed();
+  EXPECT_GT(bytes1, bytes0 + 1000000) << "the store grew by the unpacked image";
+  EXPECT_GT(inodes1, inodes0 + 200);
+
+  // Removing one of two tags only untags.
+  ASSERT_TRUE(Remove(v1).ok());
+  cri::Image img = Status(id);
+  ASSERT_EQ(img.id(), id);
+  EXPECT_EQ(std::vector<std::string>(img.repo_tags().begin(), img.repo_tags().end()),
+            std::vector<std::string>{latest});
+  EXPECT_EQ(Status(v1).id(), "");
+  // The last tag deletes the image (its layer stays: multilayer shares it).
+  ASSERT_TRUE(Remove(latest).ok());
+  EXPECT_EQ(Status(id).id(), "");
+  EXPECT_EQ(List().size(), 1u);
+  // By id: everything goes, and the usage is back where it started.
+  ASSERT_TRUE(Remove(multi).ok());
+  EXPECT_TRUE(List().empty());
+  auto [bytes2, inodes2] = FsUsed();
+  EXPECT_LT(bytes2, bytes0 + 100000);
+  EXPECT_LE(inodes2, inodes0 + 10);
+  for (const char* sub : {"/images/layers", "/images/blobs/sha256"}) {
+    auto names = ListDir(daemon_->root() + sub);
+    EXPECT_TRUE(!names.ok() || names->empty()) << sub;
+  }
+  // Removing it again is fine.
+  EXPECT_TRUE(Remove(multi).ok());
+}
+
+TEST_F(RegistryTest, ImageUserFields) {
+  std::string id;
+  ASSERT_TRUE(Pull(Open("crisp/oci:latest"), &id).ok());
+  cri::Image img = Status(id);
+  EXPECT_FALSE(img.has_uid());
+  EXPECT_EQ(img.username(), "www-data");
+  ASSERT_TRUE(Pull(Open("crisp/multiarch:latest"), &id).ok());
+  std::string info;
+  Status(id, &info);
+  EXPECT_TRUE(absl::StrContains(info, "\"architecture\":\"amd64\"")) << info;
+}
+
+TEST_F(RegistryTest, CorruptedBlobIsDataLossAndNothingStays) {
+  nlohmann::json man = reg().LayoutManifest("corrupt");
+  std::string layer = man["layers"][1]["digest"];
+  auto orig = reg().CorruptBlob(layer);
+  ASSERT_TRUE(orig.ok()) << orig.status();
+  std::string ref = Open("crisp/corrupt:latest");
+  grpc::Status s = Pull(ref);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS) << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), images::DigestHex(layer))) << s.error_message();
+  EXPECT_TRUE(List().empty());
+  EXPECT_EQ(Status(ref).id(), "");
+  auto ingest = ListDir(daemon_->root() + "/images/ingest");
+  EXPECT_TRUE(!ingest.ok() || ingest->empty());
+  auto blobs = ListDir(daemon_->root() + "/images/blobs/sha256");
+  if (blobs.ok()) {
+    for (const auto& b : *blobs) EXPECT_NE(b, images::DigestHex(layer));
+  }
+  // Repaired, the same pull works.
+  ASSERT_TRUE(WriteFileAtomic(reg().BlobPath(layer), *orig).ok());
+  s = Pull(ref);
+  EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
 }  // namespace

@@ -37,134 +37,30 @@
 #include "images/digest.h"
 #include "images/image_manager.h"
 #include "nlohmann/json.hpp"
+#include "test/testing/fixture_registry.h"
 
 namespace crisp::images {
 namespace {
 
-constexpr char kUser[] = "crisp";
-constexpr char kPass[] = "s3cret";
+constexpr const char* kUser = testing::kFixtureUser;
+constexpr const char* kPass = testing::kFixturePass;
 
-struct RunResult {
-  int status = -1;
-  std::string out;
-};
-
-// Runs a shell command, capturing stdout (stderr goes to the test log).
-RunResult Run(const std::string& cmd) {
-  RunResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  r.status = ::pclose(p);
-  return r;
-}
-
-std::string Quote(const std::string& s) { return "'" + s + "'"; }
-
-// Per-process state: the fixture cache, two registries, a scratch dir.
-struct World {
-  std::string skip_reason;
-  std::string cache;  // CRISP_FIXTURE_CACHE
-  std::string work;   // per-process scratch
-  std::string open_dir, auth_dir;
-  std::string open, auth;  // "127.0.0.1:PORT"
-};
-World* g_world = nullptr;
-
-std::string Script(const char* name) { return absl::StrCat(CRISP_FIXTURES_DIR, "/", name); }
+// The registries of this test process (null when fixtures cannot run here).
+testing::FixtureRegistries* g_reg = nullptr;
+std::string g_skip;
 
 class Env : public ::testing::Environment {
  public:
   void SetUp() override {
-    g_world = new World();
-    World& w = *g_world;
-    if (::geteuid() != 0) {
-      w.skip_reason = "needs root";
-      return;
-    }
-    for (const char* tool : {"docker-registry", "skopeo", "htpasswd", "curl", "zstd"}) {
-      if (Run(absl::StrCat("command -v ", tool, " >/dev/null")).status != 0) {
-        w.skip_reason = absl::StrCat(tool, " is not installed");
-        return;
-      }
-    }
-    w.cache = CRISP_FIXTURE_CACHE;
-    ASSERT_TRUE(MkdirAll(w.cache).ok());
-    BuildCache();
-    if (::testing::Test::HasFatalFailure()) return;
-    char tmpl[] = "/tmp/crisp-images-it.XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    w.work = tmpl;
-    w.open_dir = w.work + "/registry-open";
-    w.auth_dir = w.work + "/registry-auth";
-    ASSERT_EQ(Run(absl::StrCat("cp -a ", Quote(w.cache + "/registry-open"), " ", Quote(w.open_dir))).status,
-              0);
-    ASSERT_EQ(Run(absl::StrCat("cp -a ", Quote(w.cache + "/registry-auth"), " ", Quote(w.auth_dir))).status,
-              0);
-    w.open = "127.0.0.1:" + Start(w.open_dir, "");
-    w.auth = "127.0.0.1:" + Start(w.auth_dir, absl::StrCat(kUser, ":", kPass));
+    g_skip = testing::FixtureRegistries::SkipReason();
+    if (!g_skip.empty()) return;
+    auto r = testing::FixtureRegistries::Start(CRISP_FIXTURES_DIR, CRISP_FIXTURE_CACHE);
+    ASSERT_TRUE(r.ok()) << r.status();
+    g_reg = r->release();
   }
-
   void TearDown() override {
-    World& w = *g_world;
-    if (!w.work.empty()) {
-      Run(absl::StrCat(Script("registry.sh"), " stop ", Quote(w.open_dir)));
-      Run(absl::StrCat(Script("registry.sh"), " stop ", Quote(w.auth_dir)));
-      EXPECT_TRUE(RemoveAll(w.work).ok());
-    }
-  }
-
- private:
-  static std::string Start(const std::string& dir, const std::string& creds) {
-    // The copied storage keeps the cache's config; registry.sh writes a new one.
-    RunResult r = Run(absl::StrCat("WATCH_PID=", ::getpid(), " ", Script("registry.sh"), " start ",
-                                   Quote(dir), creds.empty() ? "" : " " + creds));
-    EXPECT_EQ(r.status, 0) << "starting a registry in " << dir;
-    return std::string(absl::StripAsciiWhitespace(r.out));
-  }
-
-  // (Re)builds the fixture images and a pushed registry storage unless the
-  // cache was built from the same scripts.
-  void BuildCache() {
-    World& w = *g_world;
-    std::string stamp;
-    for (const char* s : {"build-images.sh", "push-images.sh", "registry.sh"}) {
-      auto text = ReadFile(Script(s));
-      ASSERT_TRUE(text.ok()) << text.status();
-      stamp += *text;
-    }
-    stamp = Sha256Digest(stamp);
-    UniqueFd lock(::open((w.cache + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    ASSERT_TRUE(lock.valid());
-    ASSERT_EQ(::flock(lock.get(), LOCK_EX), 0);
-    auto have = ReadFile(w.cache + "/stamp");
-    if (have.ok() && *have == stamp) return;
-    auto t0 = std::chrono::steady_clock::now();
-    for (const char* d : {"/oci", "/registry-open", "/registry-auth", "/stamp"})
-      ASSERT_TRUE(RemoveAll(w.cache + d).ok());
-    ASSERT_EQ(Run(absl::StrCat(Script("build-images.sh"), " ", Quote(w.cache + "/oci"), " >&2")).status, 0);
-    std::string open_port = Start(w.cache + "/registry-open", "");
-    std::string auth_port = Start(w.cache + "/registry-auth", absl::StrCat(kUser, ":", kPass));
-    int push1 =
-        Run(absl::StrCat(Script("push-images.sh"), " ", Quote(w.cache + "/oci"), " 127.0.0.1:", open_port))
-            .status;
-    int push2 = Run(absl::StrCat(Script("push-images.sh"), " ", Quote(w.cache + "/oci"),
-                                 " 127.0.0.1:", auth_port, " ", kUser, ":", kPass, " busybox"))
-                    .status;
-    Run(absl::StrCat(Script("registry.sh"), " stop ", Quote(w.cache + "/registry-open")));
-    Run(absl::StrCat(Script("registry.sh"), " stop ", Quote(w.cache + "/registry-auth")));
-    ASSERT_EQ(push1, 0);
-    ASSERT_EQ(push2, 0);
-    // The copies must start with empty logs.
-    ASSERT_TRUE(RemoveAll(w.cache + "/registry-open/log").ok());
-    ASSERT_TRUE(RemoveAll(w.cache + "/registry-auth/log").ok());
-    ASSERT_TRUE(WriteFileAtomic(w.cache + "/stamp", stamp).ok());
-    std::printf("built fixture images and registry storage in %lld ms\n",
-                static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                           std::chrono::steady_clock::now() - t0)
-                                           .count()));
+    delete g_reg;
+    g_reg = nullptr;
   }
 };
 const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new Env);
@@ -182,8 +78,8 @@ std::string ReadOr(const std::string& path) {
 class ImagesIT : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!g_world->skip_reason.empty()) GTEST_SKIP() << g_world->skip_reason;
-    ASSERT_FALSE(g_world->open.empty());
+    if (!g_skip.empty()) GTEST_SKIP() << g_skip;
+    ASSERT_NE(g_reg, nullptr);
     char tmpl[] = "/tmp/crisp-images-store.XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     root_ = tmpl;
@@ -207,26 +103,10 @@ class ImagesIT : public ::testing::Test {
     return managers_.back().get();
   }
 
-  static std::string Open(const std::string& repo) { return absl::StrCat(g_world->open, "/", repo); }
-  static std::string Auth(const std::string& repo) { return absl::StrCat(g_world->auth, "/", repo); }
-
-  // Requests in the open registry's access log containing `what`.
-  static int Requests(const std::string& what) {
-    auto log = ReadFile(g_world->open_dir + "/log");
-    if (!log.ok()) return 0;
-    int n = 0;
-    for (absl::string_view line : absl::StrSplit(*log, '\n'))
-      if (absl::StrContains(line, what)) ++n;
-    return n;
-  }
-
-  // Manifest of a fixture image as built (from its OCI layout).
-  static nlohmann::json LayoutManifest(const std::string& name) {
-    std::string dir = absl::StrCat(g_world->cache, "/oci/", name);
-    auto index = nlohmann::json::parse(*ReadFile(dir + "/index.json"));
-    std::string d = index["manifests"][0]["digest"];
-    return nlohmann::json::parse(*ReadFile(dir + "/blobs/sha256/" + DigestHex(d)));
-  }
+  static std::string Open(const std::string& repo) { return g_reg->Open(repo); }
+  static std::string Auth(const std::string& repo) { return g_reg->Auth(repo); }
+  static int Requests(const std::string& what) { return g_reg->Requests(what); }
+  static nlohmann::json LayoutManifest(const std::string& name) { return g_reg->LayoutManifest(name); }
 
   std::vector<std::string> StoreNames(const std::string& sub) {
     auto n = ListDir(root_ + "/images/" + sub);
@@ -336,7 +216,7 @@ TEST_F(ImagesIT, RepullWithNothingNewFetchesNoBlob) {
 }
 
 TEST_F(ImagesIT, MirrorWhenTheUpstreamHostDoesNotResolve) {
-  std::string mirror = "http://" + g_world->open;
+  std::string mirror = "http://" + g_reg->open();
   ImageManager* m = NewManager([&](ImageOptions& o) {
     o.hosts["nonexistent.invalid"].mirrors = {"http://127.0.0.1:1", mirror};  // a dead one first
   });
@@ -396,8 +276,8 @@ TEST_F(ImagesIT, BasicAuth) {
   EXPECT_TRUE(img2.ok()) << img2.status();
   ImageManager* m3 = NewManager(
       [&](ImageOptions& o) {
-        o.hosts[g_world->auth].username = kUser;
-        o.hosts[g_world->auth].password = kPass;
+        o.hosts[g_reg->auth()].username = kUser;
+        o.hosts[g_reg->auth()].password = kPass;
       },
       root_ + "-3");
   auto img3 = m3->Pull(ref, {});
@@ -578,13 +458,8 @@ TEST_F(ImagesIT, CorruptedBlobIsDataLossAndLeavesTheStoreClean) {
   nlohmann::json man = LayoutManifest("corrupt");
   std::string layer = man["layers"][1]["digest"];
   std::string hex = DigestHex(layer);
-  std::string data = absl::StrCat(g_world->open_dir, "/data/docker/registry/v2/blobs/sha256/",
-                                  hex.substr(0, 2), "/", hex, "/data");
-  auto orig = ReadFile(data);
+  auto orig = g_reg->CorruptBlob(layer);
   ASSERT_TRUE(orig.ok()) << orig.status();
-  std::string bad = *orig;
-  for (size_t i = 100; i < bad.size(); i += 97) bad[i] = static_cast<char>(bad[i] ^ 0x5a);
-  ASSERT_TRUE(WriteFileAtomic(data, bad).ok());
 
   ImageManager* m = NewManager();
   auto img = m->Pull(Open("crisp/corrupt:latest"), {});
@@ -596,7 +471,7 @@ TEST_F(ImagesIT, CorruptedBlobIsDataLossAndLeavesTheStoreClean) {
   for (const std::string& n : StoreNames("blobs/sha256")) EXPECT_NE(n, hex);
   // Whatever layers are there are complete ones, and not the corrupted one.
   std::string diff_id = nlohmann::json::parse(
-      *ReadFile(absl::StrCat(g_world->cache, "/oci/corrupt/blobs/sha256/",
+      *ReadFile(absl::StrCat(g_reg->cache(), "/oci/corrupt/blobs/sha256/",
                              DigestHex(man["config"]["digest"]))))["rootfs"]["diff_ids"][1];
   for (const std::string& n : StoreNames("layers")) {
     EXPECT_TRUE(PathExists(root_ + "/images/layers/" + n + "/diff")) << n;
@@ -605,7 +480,7 @@ TEST_F(ImagesIT, CorruptedBlobIsDataLossAndLeavesTheStoreClean) {
   // The store still works.
   auto ok = m->Pull(Open("crisp/busybox:latest"), {});
   EXPECT_TRUE(ok.ok()) << ok.status();
-  ASSERT_TRUE(WriteFileAtomic(data, *orig).ok());
+  ASSERT_TRUE(WriteFileAtomic(g_reg->BlobPath(layer), *orig).ok());
   auto repaired = m->Pull(Open("crisp/corrupt:latest"), {});
   EXPECT_TRUE(repaired.ok()) << repaired.status();
 }

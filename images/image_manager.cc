@@ -760,7 +760,9 @@ absl::StatusOr<Image> ImageManager::Pull(const std::string& ref_str, const AuthC
   Lease(chain_ids);
   leased.insert(leased.end(), chain_ids.begin(), chain_ids.end());
   bool wrote_layers = false;
+  absl::Time t_unpack = absl::Now();
   RETURN_IF_ERROR(UnpackLayers(*session, what, man, cfg->diff_ids, chain_ids, &wrote_layers));
+  absl::Time t_sync = absl::Now();
 
   // The manifests go in last: they are small and already verified.
   const bool new_content =
@@ -770,6 +772,7 @@ absl::StatusOr<Image> ImageManager::Pull(const std::string& ref_str, const AuthC
   // One syncfs makes every blob and unpacked file of this pull durable
   // before images.json refers to them: far cheaper than an fsync per file.
   if (new_content) RETURN_IF_ERROR(Annotate(content_.Sync(), what));
+  absl::Time t_record = absl::Now();
 
   Image result;
   {
@@ -811,7 +814,11 @@ absl::StatusOr<Image> ImageManager::Pull(const std::string& ref_str, const AuthC
     }
     recorded = true;
   }
-  Log()->info("pulled {} as {} in {}", what, Short(result.id), absl::FormatDuration(absl::Now() - start));
+  absl::Time end = absl::Now();
+  Log()->info("pulled {} as {} in {}", what, Short(result.id), absl::FormatDuration(end - start));
+  Log()->debug("pull steps: manifests+config {}, layers {}, sync {}, record {}",
+               absl::FormatDuration(t_unpack - start), absl::FormatDuration(t_sync - t_unpack),
+               absl::FormatDuration(t_record - t_sync), absl::FormatDuration(end - t_record));
   return result;
 }
 

@@ -21,29 +21,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "test/bench/bench_util.h"
 #include "test/e2e/harness.h"
 
 namespace crisp::e2e {
 namespace {
 
-struct Series {
-  std::vector<double> ms;
-  void Add(absl::Duration d) { ms.push_back(absl::ToDoubleMilliseconds(d)); }
-  // Nearest-rank percentile, p in [0, 1].
-  double Pct(double p) {
-    if (ms.empty()) return 0;
-    std::sort(ms.begin(), ms.end());
-    size_t i = static_cast<size_t>(p * (ms.size() - 1) + 0.5);
-    return ms[std::min(i, ms.size() - 1)];
-  }
-};
-
-template <typename F>
-absl::Duration Time(F f) {
-  absl::Time t = absl::Now();
-  f();
-  return absl::Now() - t;
-}
+using bench::Check;
+using bench::Series;
+using bench::Time;
 
 cri::PodSandboxConfig BenchPod(int i) {
   auto c = PodConfig(absl::StrCat("bench-", getpid(), "-", i));
@@ -51,10 +37,6 @@ cri::PodSandboxConfig BenchPod(int i) {
   // What kubelet sends for an ordinary pod.
   c.mutable_linux()->mutable_security_context()->mutable_namespace_options()->set_pid(cri::CONTAINER);
   return c;
-}
-
-void Check(const grpc::Status& st, const char* what) {
-  if (!st.ok()) throw std::runtime_error(absl::StrCat(what, " failed: ", st.error_message()));
 }
 
 // Runs the measurements. Every pod it creates is in `live` until removed, so
@@ -189,11 +171,7 @@ int Main(int argc, char** argv) {
     std::printf("runtime: %s %s via %s\n%d sequential pods, %d parallel, %ld cores\n\n",
                 v.runtime_name().c_str(), v.runtime_version().c_str(), where.c_str(), n, parallel,
                 sysconf(_SC_NPROCESSORS_ONLN));
-    std::printf("%-40s %9s %9s %9s %6s\n", "operation", "p50 ms", "p90 ms", "max ms", "n");
-    for (auto& [name, series] : s) {
-      std::printf("%-40s %9.2f %9.2f %9.2f %6zu\n", name.c_str(), series.Pct(0.5), series.Pct(0.9),
-                  series.Pct(1.0), series.ms.size());
-    }
+    bench::PrintTable(s);
   }
   if (daemon) {
     if (auto st = daemon->Destroy(); !st.ok()) {

@@ -66,7 +66,7 @@ class CriService {
   std::unique_ptr<runtime::CgroupManager> cgroups_;
   std::unique_ptr<images::ImageManager> images_;
   std::unique_ptr<podsandbox::Controller> sandboxes_;
-  SandboxStore sandbox_store_;
+  SandboxStore sandbox_store_{"pod sandbox"};
   NameRegistry sandbox_names_;
   ExitWatcher exit_watcher_;
   mutable std::mutex cidr_mu_;

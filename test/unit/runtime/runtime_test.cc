@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/cgroups.h"
+#include "runtime/container_plan.h"
 #include "runtime/pause_plan.h"
 #include "test/testing/temp_dir.h"
 
@@ -413,6 +414,76 @@ TEST(PausePlan, JsonRoundTrip) {
   EXPECT_FALSE(ParsePausePlan("[1]").has_value());
   EXPECT_FALSE(ParsePausePlan("{\"hostname\": 5}").has_value());
   EXPECT_FALSE(ParsePausePlan("{\"sysctls\": {\"a\": 1}}").has_value());
+}
+
+}  // namespace
+}  // namespace crisp::runtime
+
+namespace crisp::runtime {
+namespace {
+
+TEST(ContainerPlanJson, RoundTripsEveryField) {
+  ContainerPlan p;
+  p.id = "c1";
+  p.join_ns = {{"net", "/run/crisp/ns/s/net"}, {"pid", "/run/crisp/ns/s/pid"}};
+  p.new_pid = true;
+  p.lower_dirs = {"/l/2", "/l/1"};
+  p.upper_dir = "/c/upper";
+  p.work_dir = "/c/work";
+  p.rootfs = "/c/rootfs";
+  p.readonly_rootfs = true;
+  p.mounts = {{"bind", "/host", "/data", 1, "", 0x40000 | 0x4000}, {"proc", "proc", "/proc", 14, "", 0}};
+  p.masked_paths = {"/proc/kcore"};
+  p.readonly_paths = {"/proc/sys"};
+  p.args = {"sh", "-c", "echo hi"};
+  p.env = {"A=1", "B="};
+  p.cwd = "/work";
+  p.user.uid = 1000;
+  p.user.gid = 2000;
+  p.user.username = "nobody";
+  p.user.supplemental_groups = {5, 6};
+  p.user.image_user = "www-data";
+  p.caps = {1, 2, 3, 4, 5};
+  p.no_new_privs = false;
+  p.privileged = true;
+  p.seccomp_json = "{\"defaultAction\":\"SCMP_ACT_ALLOW\"}";
+  p.rlimits = {{7, 1024, 4096}};
+  p.oom_score_adj = 500;
+  p.cgroup_procs = {"/sys/fs/cgroup/memory/x/cgroup.procs"};
+  p.oom_events_file = "/sys/fs/cgroup/memory/x/memory.oom_control";
+  p.tty = true;
+  p.stdin_open = true;
+  p.stdin_once = true;
+  p.log_path = "/var/log/pods/x/c/0.log";
+  p.shim_dir = "/run/crisp/containers/c1";
+  auto q = ParseContainerPlan(ContainerPlanToJson(p));
+  ASSERT_TRUE(q.has_value());
+  EXPECT_EQ(ContainerPlanToJson(*q), ContainerPlanToJson(p));
+  EXPECT_EQ(q->mounts, p.mounts);
+  EXPECT_EQ(q->user, p.user);
+  EXPECT_EQ(q->caps, p.caps);
+  EXPECT_EQ(q->rlimits, p.rlimits);
+  EXPECT_EQ(q->oom_score_adj, std::optional<int>(500));
+}
+
+TEST(ContainerPlanJson, RejectsBrokenPlans) {
+  EXPECT_FALSE(ParseContainerPlan("").has_value());
+  EXPECT_FALSE(ParseContainerPlan("[]").has_value());
+  ContainerPlan p;
+  p.id = "c";
+  p.lower_dirs = {"/l"};
+  p.rootfs = "/r";
+  p.shim_dir = "/s";
+  p.args = {"/bin/true"};
+  ASSERT_TRUE(ParseContainerPlan(ContainerPlanToJson(p)).has_value());
+  p.args.clear();
+  EXPECT_FALSE(ParseContainerPlan(ContainerPlanToJson(p)).has_value()) << "no command";
+  auto j = nlohmann::json::parse(ContainerPlanToJson(p));
+  j["args"] = {"/bin/true"};
+  j["caps"]["bounding"] = "lots";
+  EXPECT_FALSE(ParseContainerPlan(j.dump()).has_value()) << "wrong type";
+  j.erase("caps");
+  EXPECT_FALSE(ParseContainerPlan(j.dump()).has_value()) << "missing caps";
 }
 
 }  // namespace

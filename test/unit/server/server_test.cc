@@ -105,7 +105,7 @@ podsandbox::Sandbox MakeSandbox(const std::string& id, const std::string& name,
 }
 
 TEST(SandboxStore, FindByIdAndPrefix) {
-  SandboxStore s;
+  SandboxStore s("pod sandbox");
   s.Add(std::make_shared<SandboxEntry>(MakeSandbox("abc123", "a")));
   s.Add(std::make_shared<SandboxEntry>(MakeSandbox("abd456", "b")));
   EXPECT_EQ((*s.Find("abc123"))->Snapshot()->id, "abc123");
@@ -114,6 +114,7 @@ TEST(SandboxStore, FindByIdAndPrefix) {
   EXPECT_EQ(s.Find("zzz").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(s.Find("abc1234").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(s.Find("").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(s.Find("zzz").status().message()), "pod sandbox \"zzz\" not found");
   s.Remove("abc123");
   EXPECT_EQ((*s.Find("ab"))->Snapshot()->id, "abd456");
   EXPECT_EQ(s.All().size(), 1u);

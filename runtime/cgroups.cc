@@ -352,6 +352,20 @@ absl::Status CgroupManager::Destroy(const std::string& path) {
   return first;
 }
 
+std::vector<std::string> CgroupManager::ProcsFiles(const std::string& path) const {
+  std::vector<std::string> out;
+  if (!ValidatePath(path).ok()) return out;
+  for (const auto& [ctrl, dir] : Dirs(layout_, path)) out.push_back(JoinPath(dir, "cgroup.procs"));
+  return out;
+}
+
+std::string CgroupManager::OomEventsFile(const std::string& path) const {
+  if (!ValidatePath(path).ok()) return "";
+  std::string dir = DirFor(layout_, "memory", path);
+  if (dir.empty()) return "";
+  return JoinPath(dir, layout_.v2 ? "memory.events" : "memory.oom_control");
+}
+
 bool CgroupManager::Exists(const std::string& path) {
   if (!ValidatePath(path).ok()) return false;
   for (const auto& [ctrl, dir] : Dirs(layout_, path))

@@ -96,6 +96,13 @@ class CgroupManager {
   // Removes the cgroup from every hierarchy (not its parents). Kills nothing:
   // FAILED_PRECONDITION if processes remain. OK if it does not exist.
   absl::Status Destroy(const std::string& path);
+  // The cgroup.procs file of the cgroup in every hierarchy (for a process
+  // that moves itself in); empty for an invalid path.
+  std::vector<std::string> ProcsFiles(const std::string& path) const;
+  // The file whose "oom_kill N" line counts OOM kills in the cgroup:
+  // memory.oom_control (v1 memory hierarchy) or memory.events (v2); "" if
+  // there is no memory controller.
+  std::string OomEventsFile(const std::string& path) const;
   // True if the cgroup exists in any hierarchy.
   bool Exists(const std::string& path);
   const CgroupLayout& layout() const { return layout_; }

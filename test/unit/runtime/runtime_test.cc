@@ -48,6 +48,20 @@ TEST(Mountinfo, HybridUsesV1) {
   EXPECT_EQ(l.v1_roots, want);
 }
 
+TEST(CgroupFiles, ProcsAndOomFilesFollowTheLayout) {
+  CgroupManager v1(CgroupLayout::FromMountinfo(kHybridMountinfo), NewFsCgroupWriter());
+  auto procs = v1.ProcsFiles("/crisp/pod/c");
+  EXPECT_EQ(procs.size(), 9u) << "8 controllers + name=systemd";
+  EXPECT_NE(std::find(procs.begin(), procs.end(), "/sys/fs/cgroup/memory/crisp/pod/c/cgroup.procs"), procs.end());
+  EXPECT_EQ(v1.OomEventsFile("/crisp/pod/c"), "/sys/fs/cgroup/memory/crisp/pod/c/memory.oom_control");
+  EXPECT_TRUE(v1.ProcsFiles("/crisp/../x").empty());
+  EXPECT_EQ(v1.OomEventsFile("/crisp/../x"), "");
+  CgroupManager v2(CgroupLayout::FromMountinfo("30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"),
+                   NewFsCgroupWriter());
+  EXPECT_EQ(v2.ProcsFiles("/a/b"), std::vector<std::string>{"/sys/fs/cgroup/a/b/cgroup.procs"});
+  EXPECT_EQ(v2.OomEventsFile("/a/b"), "/sys/fs/cgroup/a/b/memory.events");
+}
+
 TEST(Mountinfo, PureV2) {
   CgroupLayout l =
       CgroupLayout::FromMountinfo("30 1 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n");

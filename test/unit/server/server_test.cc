@@ -1,6 +1,7 @@
 #include "common/file_util.h"
 #include "gtest/gtest.h"
 #include "server/config.h"
+#include "server/container_store.h"
 #include "server/cri_service.h"
 #include "server/name_registry.h"
 #include "server/sandbox_store.h"
@@ -172,6 +173,59 @@ TEST(Config, ShippedDefaultFileMatchesBuiltInDefaults) {
   auto text = ReadFile(CRISP_SOURCE_DIR "/deploy/crisp.yaml");
   ASSERT_TRUE(text.ok()) << text.status();
   EXPECT_EQ(*text, DefaultConfigYaml()) << "deploy/crisp.yaml must stay `crispd config default`";
+}
+
+}  // namespace
+}  // namespace crisp::server
+
+namespace crisp::server {
+namespace {
+
+TEST(ContainerStore, MetadataRoundTripsAndNamesFollowCri) {
+  Container c;
+  c.id = "c0ffee";
+  c.sandbox_id = "5a";
+  c.config.mutable_metadata()->set_name("web");
+  c.config.mutable_metadata()->set_attempt(3);
+  c.config.add_command("/bin/sh");
+  (*c.config.mutable_labels())["app"] = "x";
+  c.image_ref = "busybox";
+  c.image_id = "sha256:abc";
+  c.state = cri::CONTAINER_EXITED;
+  c.created_at = 1;
+  c.started_at = 2;
+  c.finished_at = 3;
+  c.exit_code = 137;
+  c.reason = "OOMKilled";
+  c.message = "m";
+  c.pid = {42, 4242};
+  c.shim = {41, 4141};
+  c.cgroup_path = "/crisp/pod/c0ffee";
+  c.log_path = "/var/log/pods/p/web/3.log";
+  c.shim_dir = "/run/crisp/containers/c0ffee";
+  c.dir = "/var/lib/crisp/containers/c0ffee";
+  c.plan_json = "{}";
+  c.stop_signal = "SIGQUIT";
+  auto back = ContainerFromJson(ContainerToJson(c));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(ContainerToJson(*back), ContainerToJson(c));
+  EXPECT_EQ(back->config.command(0), "/bin/sh");
+  EXPECT_EQ(back->pid.start_time, 4242u);
+  EXPECT_EQ(ContainerFromJson("{").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ContainerFromJson(R"({"id":"x"})").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(ContainerFromJson(R"({"id":"x","sandbox_id":"s","config":{},"state":99})").status().code(),
+            absl::StatusCode::kDataLoss);
+
+  cri::PodSandboxMetadata pod;
+  pod.set_name("p");
+  pod.set_namespace_("ns");
+  pod.set_uid("u");
+  EXPECT_EQ(ContainerName(c.config.metadata(), pod), "web_p_ns_u_3");
+
+  ContainerStore store("container");
+  store.Add(std::make_shared<ContainerEntry>(c));
+  EXPECT_EQ((*store.Find("c0f"))->Snapshot()->exit_code, 137);
+  EXPECT_EQ(std::string(store.Find("zz").status().message()), "container \"zz\" not found");
 }
 
 }  // namespace

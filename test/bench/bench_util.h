@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
+#include "test/e2e/harness.h"
 
 namespace crisp::bench {
 
@@ -45,5 +46,49 @@ inline void PrintTable(std::map<std::string, Series>& s) {
                 series.Pct(1.0), series.ms.size());
   }
 }
+
+// The runtime a benchmark measures: its own crispd (started with `opts`) or
+// the CRI endpoint named by --endpoint.
+struct Target {
+  std::unique_ptr<e2e::Daemon> daemon;  // null when measuring an endpoint
+  std::unique_ptr<e2e::CriClient> own;
+  e2e::CriClient* client = nullptr;
+  std::string where;
+  ::runtime::v1::VersionResponse version;
+
+  // Starts/connects and checks that the runtime answers Version; prints why
+  // not and returns false on failure.
+  bool Open(const std::string& endpoint, const e2e::DaemonOptions& opts) {
+    where = endpoint;
+    if (endpoint.empty()) {
+      auto d = e2e::Daemon::Start(opts);
+      if (!d.ok()) {
+        std::fprintf(stderr, "starting crispd: %s\n", std::string(d.status().message()).c_str());
+        return false;
+      }
+      daemon = std::move(*d);
+      client = &daemon->client();
+      where = "own crispd in " + daemon->dir();
+    } else {
+      own = std::make_unique<e2e::CriClient>(endpoint);
+      client = own.get();
+    }
+    if (grpc::Status st = client->Version(10, &version); !st.ok()) {
+      std::fprintf(stderr, "runtime at %s does not answer: %s\n", where.c_str(), st.error_message().c_str());
+      return false;
+    }
+    return true;
+  }
+  // Tears down our own crispd (if any); returns `rc`, or 1 if that failed.
+  int Close(int rc) {
+    if (daemon) {
+      if (auto st = daemon->Destroy(); !st.ok()) {
+        std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
+        rc = 1;
+      }
+    }
+    return rc;
+  }
+};
 
 }  // namespace crisp::bench

@@ -130,33 +130,13 @@ int Main(int argc, char** argv) {
     return 1;
   }
 
-  std::unique_ptr<Daemon> daemon;
-  std::unique_ptr<CriClient> own;
-  CriClient* c;
-  std::string where = endpoint;
-  if (endpoint.empty()) {
-    DaemonOptions o;
-    o.log_level = "info";  // debug logging would be measured too
-    o.write_conflist = false;
-    o.crispd_path = crispd_path;
-    if (!log_level.empty()) o.log_level = log_level;
-    auto d = Daemon::Start(o);
-    if (!d.ok()) {
-      std::fprintf(stderr, "starting crispd: %s\n", std::string(d.status().message()).c_str());
-      return 1;
-    }
-    daemon = std::move(*d);
-    c = &daemon->client();
-    where = "own crispd in " + daemon->dir();
-  } else {
-    own = std::make_unique<CriClient>(endpoint);
-    c = own.get();
-  }
-  cri::VersionResponse v;
-  if (grpc::Status st = c->Version(10, &v); !st.ok()) {
-    std::fprintf(stderr, "runtime at %s does not answer: %s\n", where.c_str(), st.error_message().c_str());
-    return 1;
-  }
+  DaemonOptions o;
+  o.log_level = log_level.empty() ? "info" : log_level;  // debug logging would be measured too
+  o.write_conflist = false;
+  o.crispd_path = crispd_path;
+  bench::Target t;
+  if (!t.Open(endpoint, o)) return t.Close(1);
+  CriClient* c = t.client;
 
   std::map<std::string, Series> s;
   std::set<std::string> live;
@@ -165,7 +145,7 @@ int Main(int argc, char** argv) {
     Measure(c, **reg, n, variants, s, live);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
-    if (daemon) std::fprintf(stderr, "crispd log tail:\n%s", daemon->LogTail().c_str());
+    if (t.daemon) std::fprintf(stderr, "crispd log tail:\n%s", t.daemon->LogTail().c_str());
     for (const auto& id : live) {  // leave the runtime as we found it
       cri::RemoveImageRequest req;
       req.mutable_image()->set_image(id);
@@ -175,23 +155,13 @@ int Main(int argc, char** argv) {
     rc = 1;
   }
   if (rc == 0) {
-    std::printf("runtime: %s %s via %s\nregistry: docker-registry on %s, %ld cores\n\n", v.runtime_name().c_str(),
-                v.runtime_version().c_str(), where.c_str(), (*reg)->open().c_str(), sysconf(_SC_NPROCESSORS_ONLN));
+    std::printf("runtime: %s %s via %s\nregistry: docker-registry on %s, %ld cores\n\n",
+                t.version.runtime_name().c_str(), t.version.runtime_version().c_str(), t.where.c_str(), (*reg)->open().c_str(), sysconf(_SC_NPROCESSORS_ONLN));
     bench::PrintTable(s);
-    if (daemon && log_level == "debug") {
-      std::printf("\n");
-      std::fflush(stdout);
-      RunCapture({"/bin/grep", "-E", "pull steps|unpacked in", daemon->dir() + "/crispd.log"});
-      std::printf("%s", RunCapture({"/bin/grep", "-E", "pull steps", daemon->dir() + "/crispd.log"}).c_str());
-    }
+    if (t.daemon && log_level == "debug")
+      std::printf("\n%s", RunCapture({"/bin/grep", "-E", "pull steps", t.daemon->dir() + "/crispd.log"}).c_str());
   }
-  if (daemon) {
-    if (auto st = daemon->Destroy(); !st.ok()) {
-      std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
-      rc = 1;
-    }
-  }
-  return rc;
+  return t.Close(rc);
 }
 
 }  // namespace

@@ -119,37 +119,20 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "--n and --parallel must be >= 1\n");
     return 2;
   }
-  std::unique_ptr<Daemon> daemon;
-  std::unique_ptr<CriClient> own;
-  CriClient* c;
-  std::string where = endpoint;
-  if (endpoint.empty()) {
-    if (::geteuid() != 0) {
-      std::fprintf(stderr, "starting crispd needs root (or use --endpoint)\n");
-      return 1;
-    }
-    DaemonOptions o;
-    o.log_level = "info";  // debug logging would be measured too
-    // Its own bridge and subnet, so that it can run next to the e2e suite.
-    o.bridge = "crispbench0";
-    o.subnet = "10.89.0.0/16";
-    auto d = Daemon::Start(o);
-    if (!d.ok()) {
-      std::fprintf(stderr, "starting crispd: %s\n", std::string(d.status().message()).c_str());
-      return 1;
-    }
-    daemon = std::move(*d);
-    c = &daemon->client();
-    where = "own crispd in " + daemon->dir() + " (bridge+portmap+loopback CNI)";
-  } else {
-    own = std::make_unique<CriClient>(endpoint);
-    c = own.get();
-  }
-  cri::VersionResponse v;
-  if (grpc::Status st = c->Version(10, &v); !st.ok()) {
-    std::fprintf(stderr, "runtime at %s does not answer: %s\n", where.c_str(), st.error_message().c_str());
+  if (endpoint.empty() && ::geteuid() != 0) {
+    std::fprintf(stderr, "starting crispd needs root (or use --endpoint)\n");
     return 1;
   }
+  DaemonOptions o;
+  o.log_level = "info";  // debug logging would be measured too
+  // Its own bridge and subnet, so that it can run next to the e2e suite.
+  o.bridge = "crispbench0";
+  o.subnet = "10.89.0.0/16";
+  bench::Target t;
+  if (!t.Open(endpoint, o)) return t.Close(1);
+  CriClient* c = t.client;
+  std::string where = t.daemon ? t.where + " (bridge+portmap+loopback CNI)" : t.where;
+  const cri::VersionResponse& v = t.version;
 
   std::map<std::string, Series> s;
   std::set<std::string> live;
@@ -159,7 +142,7 @@ int Main(int argc, char** argv) {
     Measure(c, n, parallel, s, live, mu);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
-    if (daemon) std::fprintf(stderr, "crispd log tail:\n%s", daemon->LogTail().c_str());
+    if (t.daemon) std::fprintf(stderr, "crispd log tail:\n%s", t.daemon->LogTail().c_str());
     for (const auto& id : live) {  // leave the runtime as we found it
       (void)c->StopPodSandbox(id);
       (void)c->RemovePodSandbox(id);
@@ -173,13 +156,7 @@ int Main(int argc, char** argv) {
                 sysconf(_SC_NPROCESSORS_ONLN));
     bench::PrintTable(s);
   }
-  if (daemon) {
-    if (auto st = daemon->Destroy(); !st.ok()) {
-      std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
-      rc = 1;
-    }
-  }
-  return rc;
+  return t.Close(rc);
 }
 
 }  // namespace

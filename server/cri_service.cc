@@ -22,7 +22,7 @@ CriService::~CriService() = default;
 
 absl::Status CriService::Init() {
   for (const char* sub : {"sandboxes", "containers", "cni"}) RETURN_IF_ERROR(MkdirAll(JoinPath(config_.root, sub), 0700));
-  for (const char* sub : {"sandboxes", "ns"}) RETURN_IF_ERROR(MkdirAll(JoinPath(config_.state, sub), 0700));
+  for (const char* sub : {"sandboxes", "ns", "containers"}) RETURN_IF_ERROR(MkdirAll(JoinPath(config_.state, sub), 0700));
   RETURN_IF_ERROR(Annotate(images_->Init(), "loading images"));
   auto log = Logger("server");
   int ready = 0, total = 0;
@@ -39,7 +39,7 @@ absl::Status CriService::Init() {
     if (entry->Snapshot()->state == podsandbox::SandboxState::kReady) WatchPause(entry);
   }
   log->info("recovered {} sandboxes ({} ready)", total, ready);
-  return absl::OkStatus();
+  return RecoverContainers();
 }
 
 void CriService::WatchPause(const std::shared_ptr<SandboxEntry>& entry) {

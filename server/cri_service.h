@@ -3,7 +3,9 @@
 // request and filling the response, returning absl::Status. grpc_services.cc
 // adapts it to the generated gRPC services; one file per RPC group holds the
 // logic (run_pod_sandbox.cc, pod_sandbox_status.cc, ...).
+#include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -16,6 +18,7 @@
 #include "podsandbox/controller.h"
 #include "runtime/cgroups.h"
 #include "server/config.h"
+#include "server/container_store.h"
 #include "server/name_registry.h"
 #include "server/sandbox_store.h"
 
@@ -46,6 +49,17 @@ class CriService {
   absl::Status PodSandboxStatus(const cri::PodSandboxStatusRequest& req, cri::PodSandboxStatusResponse* resp);
   absl::Status ListPodSandbox(const cri::ListPodSandboxRequest& req, cri::ListPodSandboxResponse* resp);
 
+  // Containers (containers.cc).
+  absl::Status CreateContainer(const cri::CreateContainerRequest& req, cri::CreateContainerResponse* resp);
+  absl::Status StartContainer(const cri::StartContainerRequest& req, cri::StartContainerResponse* resp);
+  absl::Status StopContainer(const cri::StopContainerRequest& req, cri::StopContainerResponse* resp);
+  absl::Status RemoveContainer(const cri::RemoveContainerRequest& req, cri::RemoveContainerResponse* resp);
+  absl::Status ContainerStatus(const cri::ContainerStatusRequest& req, cri::ContainerStatusResponse* resp);
+  absl::Status ListContainers(const cri::ListContainersRequest& req, cri::ListContainersResponse* resp);
+  absl::Status UpdateContainerResources(const cri::UpdateContainerResourcesRequest& req,
+                                        cri::UpdateContainerResourcesResponse* resp);
+  absl::Status ReopenContainerLog(const cri::ReopenContainerLogRequest& req, cri::ReopenContainerLogResponse* resp);
+
   // Images.
   absl::Status PullImage(const cri::PullImageRequest& req, cri::PullImageResponse* resp);
   absl::Status ListImages(const cri::ListImagesRequest& req, cri::ListImagesResponse* resp);
@@ -61,6 +75,25 @@ class CriService {
                              const std::function<absl::Status(SandboxEntry&, podsandbox::Sandbox&)>& op);
   void WatchPause(const std::shared_ptr<SandboxEntry>& entry);
 
+  // Containers.
+  struct InFlightCreate {
+    bool done = false;
+  };
+  std::string ContainerDir(const std::string& id) const;
+  std::string ShimDir(const std::string& id) const;
+  absl::Status SaveContainer(const Container& c);
+  void WatchShim(const std::shared_ptr<ContainerEntry>& entry);
+  absl::Status RecoverContainers();
+  // Runs `op` on a private copy of the container under its operation lock.
+  // An unknown id is OK when `missing_ok` (Remove), else NOT_FOUND.
+  absl::Status UpdateContainer(const std::string& id, bool missing_ok,
+                               const std::function<absl::Status(ContainerEntry&, Container&)>& op);
+  // With the container's op_mu held.
+  absl::Status StopContainerLocked(ContainerEntry& e, Container& c, int64_t timeout_s);
+  absl::Status RemoveContainerLocked(ContainerEntry& e, Container& c);
+  // Stops (or removes) every container of a sandbox; returns the first error.
+  absl::Status ForEachContainerOf(const std::string& sandbox_id, bool remove);
+
   Config config_;
   std::unique_ptr<netcni::CniManager> cni_;
   std::unique_ptr<runtime::CgroupManager> cgroups_;
@@ -68,6 +101,11 @@ class CriService {
   std::unique_ptr<podsandbox::Controller> sandboxes_;
   SandboxStore sandbox_store_{"pod sandbox"};
   NameRegistry sandbox_names_;
+  ContainerStore container_store_{"container"};
+  NameRegistry container_names_;
+  std::mutex create_mu_;
+  std::condition_variable create_cv_;
+  std::map<std::string, std::shared_ptr<InFlightCreate>> creating_;  // by container name
   ExitWatcher exit_watcher_;
   mutable std::mutex cidr_mu_;
   std::string pod_cidr_;
@@ -79,6 +117,9 @@ images::ImageOptions ImageOptionsFromConfig(const Config& config);
 // Fills a CRI PodSandbox / PodSandboxStatus from our record (also used by tests).
 void ToCriSandbox(const podsandbox::Sandbox& sb, cri::PodSandbox* out);
 void ToCriSandboxStatus(const podsandbox::Sandbox& sb, cri::PodSandboxStatus* out);
+// Fills a CRI Container / ContainerStatus from our record.
+void ToCriContainer(const Container& c, cri::Container* out);
+void ToCriContainerStatus(const Container& c, cri::ContainerStatus* out);
 // Label selector match: every key/value of `selector` is in `labels`.
 bool MatchLabels(const google::protobuf::Map<std::string, std::string>& selector,
                  const google::protobuf::Map<std::string, std::string>& labels);

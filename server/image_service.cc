@@ -82,8 +82,12 @@ absl::Status CriService::ImageStatus(const cri::ImageStatusRequest& req, cri::Im
 
 absl::Status CriService::RemoveImage(const cri::RemoveImageRequest& req, cri::RemoveImageResponse*) {
   if (req.image().image().empty()) return absl::InvalidArgumentError("RemoveImage: image.image is required");
-  // No container can use an image yet (containers come with the runtime).
-  absl::Status s = images_->Remove(req.image().image(), [](const std::string&) { return false; });
+  // An image a container (in any state but removed) was created from stays.
+  absl::Status s = images_->Remove(req.image().image(), [this](const std::string& id) {
+    for (const auto& e : container_store_.All())
+      if (e->Snapshot()->image_id == id) return true;
+    return false;
+  });
   if (s.code() == absl::StatusCode::kNotFound) return absl::OkStatus();  // idempotent, as kubelet expects
   return s;
 }

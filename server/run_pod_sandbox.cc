@@ -51,6 +51,8 @@ absl::Status CriService::UpdateSandbox(const std::string& id,
 
 absl::Status CriService::StopPodSandbox(const cri::StopPodSandboxRequest& req, cri::StopPodSandboxResponse*) {
   return UpdateSandbox(req.pod_sandbox_id(), [this](SandboxEntry& entry, podsandbox::Sandbox& sb) {
+    RETURN_IF_ERROR(Annotate(ForEachContainerOf(sb.id, /*remove=*/false),
+                             absl::StrCat("stopping the containers of pod sandbox ", sb.id)));
     absl::Status s = sandboxes_->Stop(sb, PodCidr());
     entry.Publish(sb);  // what was done stays done, even on error
     return Annotate(s, absl::StrCat("stopping pod sandbox ", sb.id));
@@ -59,6 +61,8 @@ absl::Status CriService::StopPodSandbox(const cri::StopPodSandboxRequest& req, c
 
 absl::Status CriService::RemovePodSandbox(const cri::RemovePodSandboxRequest& req, cri::RemovePodSandboxResponse*) {
   return UpdateSandbox(req.pod_sandbox_id(), [this](SandboxEntry& entry, podsandbox::Sandbox& sb) {
+    RETURN_IF_ERROR(Annotate(ForEachContainerOf(sb.id, /*remove=*/true),
+                             absl::StrCat("removing the containers of pod sandbox ", sb.id)));
     absl::Status s = sandboxes_->Remove(sb, PodCidr());
     if (!s.ok()) {
       entry.Publish(sb);

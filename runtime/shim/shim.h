@@ -5,4 +5,7 @@ namespace crisp::shim {
 // `crisp-shim pause`: plan on fd 3, see pause_mode.cc.
 int PauseMode();
 
+// `crisp-shim container`: plan on fd 3, see container_mode.cc.
+int ContainerMode();
+
 }  // namespace crisp::shim

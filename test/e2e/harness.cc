@@ -436,7 +436,8 @@ std::set<std::string> LeakSnapshot(const Daemon& d) {
   }
   for (const auto& p : DaemonProcesses(d)) out.insert(p);
   for (const auto& dir :
-       {d.root() + "/sandboxes", d.state() + "/sandboxes", d.state() + "/ns", d.root() + "/cni/results"})
+       {d.root() + "/sandboxes", d.state() + "/sandboxes", d.state() + "/ns", d.root() + "/cni/results",
+        d.root() + "/containers", d.state() + "/containers"})
     for (const auto& n : ListOrEmpty(dir)) out.insert("file " + dir + "/" + n);
   if (d.pid() > 0) out.insert(absl::StrCat("crispd fds ", CountFdsButTcp(d.pid())));
   return out;

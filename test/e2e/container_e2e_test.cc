@@ -1,0 +1,401 @@
+// Containers through crispd's socket: a pod, the busybox fixture image pulled
+// from a loopback registry, containers created, started, stopped and removed,
+// their CRI logs, exit codes and confinement checked from inside (the
+// container writes what it sees to its log), and recovery across a SIGKILL
+// of crispd. The harness's leak check (mounts, cgroups, shims, files) runs
+// around every test.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/file_util.h"
+#include "test/e2e/harness.h"
+#include "test/testing/fixture_registry.h"
+
+namespace crisp::e2e {
+namespace {
+
+using RStub = cri::RuntimeService::Stub;
+using IStub = cri::ImageService::Stub;
+
+class ContainerTest : public E2eTest {
+ protected:
+  static void SetUpTestSuite() {
+    skip_ = testing::FixtureRegistries::SkipReason();
+    if (!skip_.empty()) return;
+    auto r = testing::FixtureRegistries::Start(CRISP_FIXTURES_DIR, CRISP_FIXTURE_CACHE);
+    if (!r.ok()) {
+      skip_ = "cannot start the fixture registries: " + std::string(r.status().message());
+      ADD_FAILURE() << skip_;
+      return;
+    }
+    reg_ = std::move(*r);
+    StartDaemon(DaemonOptions{});
+    if (!daemon_) return;
+    image_ = reg_->Open("crisp/busybox:latest");
+    cri::PullImageRequest req;
+    req.mutable_image()->set_image(image_);
+    cri::PullImageResponse resp;
+    grpc::Status s = daemon_->client().Image(&IStub::PullImage, req, &resp);
+    if (!s.ok()) ADD_FAILURE() << "pulling " << image_ << ": " << s.error_message();
+  }
+  static void TearDownTestSuite() {
+    E2eTest::TearDownTestSuite();
+    reg_.reset();
+  }
+  void SetUp() override {
+    if (!skip_.empty()) GTEST_SKIP() << skip_;
+    E2eTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    char tmpl[] = "/tmp/crisp-e2e-logs.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    log_dir_ = tmpl;
+  }
+  void TearDown() override {
+    if (!pod_.empty()) {
+      EXPECT_TRUE(c().StopPodSandbox(pod_).ok());
+      EXPECT_TRUE(c().RemovePodSandbox(pod_).ok());
+    }
+    E2eTest::TearDown();
+    if (!log_dir_.empty()) {
+      EXPECT_TRUE(RemoveAll(log_dir_).ok());
+    }
+  }
+  CriClient& c() { return daemon_->client(); }
+
+  cri::PodSandboxConfig Pod(const std::string& name, cri::NamespaceMode pid = cri::CONTAINER) {
+    cri::PodSandboxConfig p = PodConfig(name);
+    p.set_log_directory(log_dir_);
+    p.mutable_linux()->mutable_security_context()->mutable_namespace_options()->set_pid(pid);
+    return p;
+  }
+  // Runs the pod once per test (removed in TearDown).
+  const cri::PodSandboxConfig& EnsurePod(cri::NamespaceMode pid = cri::CONTAINER) {
+    if (pod_.empty()) {
+      pod_config_ = Pod(::testing::UnitTest::GetInstance()->current_test_info()->name(), pid);
+      grpc::Status s = c().RunPodSandbox(pod_config_, &pod_);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+    }
+    return pod_config_;
+  }
+
+  cri::ContainerConfig Config(const std::string& name, const std::string& script) {
+    cri::ContainerConfig cfg;
+    cfg.mutable_metadata()->set_name(name);
+    cfg.mutable_image()->set_image(image_);
+    cfg.add_command("/bin/sh");
+    cfg.add_args("-c");
+    cfg.add_args(script);
+    cfg.set_log_path(name + "/0.log");
+    return cfg;
+  }
+
+  grpc::Status Create(const cri::ContainerConfig& cfg, std::string* id) {
+    const cri::PodSandboxConfig& p = EnsurePod();
+    cri::CreateContainerRequest req;
+    req.set_pod_sandbox_id(pod_);
+    *req.mutable_config() = cfg;
+    *req.mutable_sandbox_config() = p;
+    cri::CreateContainerResponse resp;
+    grpc::Status s = c().Runtime(&RStub::CreateContainer, req, &resp);
+    *id = resp.container_id();
+    return s;
+  }
+  grpc::Status Start(const std::string& id) {
+    cri::StartContainerRequest req;
+    req.set_container_id(id);
+    cri::StartContainerResponse resp;
+    return c().Runtime(&RStub::StartContainer, req, &resp);
+  }
+  grpc::Status Stop(const std::string& id, int64_t timeout) {
+    cri::StopContainerRequest req;
+    req.set_container_id(id);
+    req.set_timeout(timeout);
+    cri::StopContainerResponse resp;
+    return c().Runtime(&RStub::StopContainer, req, &resp, 60);
+  }
+  grpc::Status Remove(const std::string& id) {
+    cri::RemoveContainerRequest req;
+    req.set_container_id(id);
+    cri::RemoveContainerResponse resp;
+    return c().Runtime(&RStub::RemoveContainer, req, &resp);
+  }
+  cri::ContainerStatus Status(const std::string& id, std::string* info = nullptr) {
+    cri::ContainerStatusRequest req;
+    req.set_container_id(id);
+    req.set_verbose(info != nullptr);
+    cri::ContainerStatusResponse resp;
+    grpc::Status s = c().Runtime(&RStub::ContainerStatus, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    if (info) *info = resp.info().count("info") ? resp.info().at("info") : "";
+    return resp.status();
+  }
+  // Waits up to `secs` for the container to exit; returns its status.
+  cri::ContainerStatus WaitExited(const std::string& id, int secs = 15) {
+    cri::ContainerStatus st;
+    for (int i = 0; i < secs * 20; ++i) {
+      st = Status(id);
+      if (st.state() == cri::CONTAINER_EXITED) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return st;
+  }
+  // Create + start + wait; returns the status, the log text in `log`.
+  cri::ContainerStatus RunToExit(const cri::ContainerConfig& cfg, std::string* log) {
+    std::string id;
+    grpc::Status s = Create(cfg, &id);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    if (!s.ok()) return {};
+    s = Start(id);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    cri::ContainerStatus st = WaitExited(id);
+    EXPECT_EQ(st.state(), cri::CONTAINER_EXITED);
+    if (log) *log = ReadFile(st.log_path()).value_or("");
+    EXPECT_TRUE(Remove(id).ok());
+    return st;
+  }
+  // "<tag> <content>" of the log's records of `stream`, joined with '\n'.
+  static std::string Lines(const std::string& log, const std::string& stream = "stdout") {
+    std::string out;
+    for (absl::string_view l : absl::StrSplit(log, '\n', absl::SkipEmpty())) {
+      std::vector<absl::string_view> f = absl::StrSplit(l, absl::MaxSplits(' ', 3));
+      if (f.size() == 4 && f[1] == stream) absl::StrAppend(&out, out.empty() ? "" : "\n", f[2], " ", f[3]);
+    }
+    return out;
+  }
+
+  static std::unique_ptr<testing::FixtureRegistries> reg_;
+  static std::string skip_, image_;
+  std::string log_dir_, pod_;
+  cri::PodSandboxConfig pod_config_;
+};
+std::unique_ptr<testing::FixtureRegistries> ContainerTest::reg_;
+std::string ContainerTest::skip_;
+std::string ContainerTest::image_;
+
+TEST_F(ContainerTest, EchoGoesToTheCriLogAndExitZeroIsCompleted) {
+  std::string log;
+  cri::ContainerStatus st = RunToExit(Config("echo", "echo hello; echo oops >&2"), &log);
+  EXPECT_EQ(st.exit_code(), 0);
+  EXPECT_EQ(st.reason(), "Completed");
+  EXPECT_GT(st.finished_at(), st.started_at());
+  EXPECT_GE(st.started_at(), st.created_at());
+  EXPECT_EQ(Lines(log, "stdout"), "F hello") << log;
+  EXPECT_EQ(Lines(log, "stderr"), "F oops") << log;
+  EXPECT_TRUE(absl::StartsWith(st.log_path(), log_dir_));
+}
+
+TEST_F(ContainerTest, ExitThreeIsError) {
+  cri::ContainerStatus st = RunToExit(Config("three", "exit 3"), nullptr);
+  EXPECT_EQ(st.exit_code(), 3);
+  EXPECT_EQ(st.reason(), "Error");
+}
+
+TEST_F(ContainerTest, StatusListAndLifecycleStates) {
+  std::string id;
+  auto cfg = Config("sleeper", "sleep 1000");
+  (*cfg.mutable_labels())["app"] = "sleepy";
+  ASSERT_TRUE(Create(cfg, &id).ok());
+  EXPECT_EQ(Status(id).state(), cri::CONTAINER_CREATED);
+  cri::ListContainersRequest lreq;
+  cri::ListContainersResponse l;
+  ASSERT_TRUE(c().Runtime(&RStub::ListContainers, lreq, &l).ok());
+  ASSERT_EQ(l.containers_size(), 1);
+  EXPECT_EQ(l.containers(0).id(), id);
+  EXPECT_EQ(l.containers(0).pod_sandbox_id(), pod_);
+  ASSERT_TRUE(Start(id).ok());
+  std::string info;
+  cri::ContainerStatus st = Status(id, &info);
+  EXPECT_EQ(st.state(), cri::CONTAINER_RUNNING);
+  EXPECT_EQ(st.image().image(), image_);
+  EXPECT_TRUE(absl::StartsWith(st.image_ref(), "sha256:"));
+  EXPECT_TRUE(absl::StrContains(info, "\"pid\":")) << info;
+  EXPECT_EQ(Start(id).error_code(), grpc::StatusCode::FAILED_PRECONDITION) << "started twice";
+  lreq.mutable_filter()->mutable_label_selector()->insert({"app", "sleepy"});
+  lreq.mutable_filter()->mutable_state()->set_state(cri::CONTAINER_RUNNING);
+  l.Clear();
+  ASSERT_TRUE(c().Runtime(&RStub::ListContainers, lreq, &l).ok());
+  EXPECT_EQ(l.containers_size(), 1);
+  lreq.mutable_filter()->mutable_state()->set_state(cri::CONTAINER_EXITED);
+  l.Clear();
+  ASSERT_TRUE(c().Runtime(&RStub::ListContainers, lreq, &l).ok());
+  EXPECT_EQ(l.containers_size(), 0);
+  // `sleep` is PID 1 of its PID namespace and has no SIGTERM handler: the
+  // signal is ignored, so the stop takes the timeout and then kills.
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(Stop(id, 1).ok());
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(secs, 0.9);
+  EXPECT_LT(secs, 8);
+  st = Status(id);
+  EXPECT_EQ(st.state(), cri::CONTAINER_EXITED);
+  EXPECT_EQ(st.exit_code(), 137);
+  EXPECT_TRUE(Stop(id, 1).ok()) << "stopping again is fine";
+  ASSERT_TRUE(Remove(id).ok());
+  EXPECT_TRUE(Remove(id).ok()) << "removing again is fine";
+  cri::ContainerStatusRequest sreq;
+  sreq.set_container_id(id);
+  cri::ContainerStatusResponse sresp;
+  EXPECT_EQ(c().Runtime(&RStub::ContainerStatus, sreq, &sresp).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ContainerTest, StopWithATermHandlerIsQuick) {
+  std::string id;
+  ASSERT_TRUE(Create(Config("trap", "trap 'exit 0' TERM; while :; do sleep 0.1; done"), &id).ok());
+  ASSERT_TRUE(Start(id).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(Stop(id, 10).ok());
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(secs, 3);
+  cri::ContainerStatus st = Status(id);
+  EXPECT_EQ(st.exit_code(), 0);
+  EXPECT_EQ(st.reason(), "Completed");
+  ASSERT_TRUE(Remove(id).ok());
+}
+
+TEST_F(ContainerTest, ConfinementAsSeenFromInside) {
+  auto cfg = Config("inside",
+                    "grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status; id; "
+                    "touch /rootfs-is-ro && echo rw || echo ro; "
+                    "hostname; cat /etc/hostname; ls /dev/shm >/dev/null && echo shm; "
+                    "echo pid=$$");
+  auto* sc = cfg.mutable_linux()->mutable_security_context();
+  sc->mutable_run_as_user()->set_value(1000);
+  sc->mutable_run_as_group()->set_value(1000);
+  sc->add_supplemental_groups(4242);
+  sc->set_readonly_rootfs(true);
+  sc->mutable_seccomp()->set_profile_type(cri::SecurityProfile::RuntimeDefault);
+  sc->set_no_new_privs(true);
+  std::string log;
+  cri::ContainerStatus st = RunToExit(cfg, &log);
+  EXPECT_EQ(st.exit_code(), 0) << log;
+  std::string out = Lines(log);
+  // The only error: touching the read-only rootfs.
+  EXPECT_EQ(Lines(log, "stderr"), "F touch: /rootfs-is-ro: Read-only file system") << log;
+  // A non-root user has no effective capabilities.
+  EXPECT_TRUE(absl::StrContains(out, "CapEff:\t0000000000000000")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "Seccomp:\t2")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "NoNewPrivs:\t1")) << out;
+  // "user" is uid/gid 1000 in the busybox fixture's /etc/passwd and /etc/group.
+  EXPECT_TRUE(absl::StrContains(out, "uid=1000(user) gid=1000(user) groups=1000(user),4242")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "F ro")) << out;
+  std::string host = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  EXPECT_TRUE(absl::StrContains(out, "F " + host)) << out;
+  EXPECT_TRUE(absl::StrContains(out, "F shm")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "F pid=1")) << "own PID namespace: " << out;
+}
+
+TEST_F(ContainerTest, RootGetsTheDefaultCapabilitiesAndMaskedPaths) {
+  std::string log;
+  cri::ContainerStatus st = RunToExit(
+      Config("caps", "grep CapEff /proc/self/status; wc -c < /proc/timer_list; "
+                     "echo x 2>/dev/null > /proc/sys/kernel/domainname || echo ro-sys"),
+      &log);
+  EXPECT_EQ(st.exit_code(), 0);
+  // containerd's default 14: chown dac_override fowner fsetid kill setgid
+  // setuid setpcap net_bind_service net_raw sys_chroot mknod audit_write
+  // setfcap. /proc/timer_list (root-readable) is masked, /proc/sys read-only.
+  EXPECT_EQ(Lines(log), "F CapEff:\t00000000a80425fb\nF 0\nF ro-sys") << log;
+}
+
+TEST_F(ContainerTest, BadRequestsAreInvalidAndLeaveNothing) {
+  std::string id;
+  auto cfg = Config("bad", "true");
+  cfg.mutable_image()->set_image(reg_->Open("crisp/never-pulled:latest"));
+  EXPECT_EQ(Create(cfg, &id).error_code(), grpc::StatusCode::NOT_FOUND);
+  cfg = Config("bad", "true");
+  cfg.mutable_linux()->mutable_security_context()->mutable_run_as_group()->set_value(5);
+  EXPECT_EQ(Create(cfg, &id).error_code(), grpc::StatusCode::INVALID_ARGUMENT) << "group without user";
+  cfg = Config("bad", "true");
+  auto* m = cfg.add_mounts();
+  m->set_container_path("/data");
+  m->set_host_path("/nonexistent/crisp/path");
+  EXPECT_EQ(Create(cfg, &id).error_code(), grpc::StatusCode::INVALID_ARGUMENT) << "missing host path";
+  cfg = Config("bad", "true");
+  cfg.mutable_linux()->mutable_security_context()->set_run_as_username("nosuchuser");
+  EXPECT_EQ(Create(cfg, &id).error_code(), grpc::StatusCode::INVALID_ARGUMENT) << "unknown user";
+  cfg = Config("bad", "true");
+  cfg.clear_command();
+  cfg.clear_args();
+  cfg.add_command("/no/such/binary");
+  ASSERT_TRUE(Create(cfg, &id).ok());
+  grpc::Status s = Start(id);
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "/no/such/binary")) << s.error_message();
+  EXPECT_EQ(Status(id).state(), cri::CONTAINER_EXITED);
+  EXPECT_TRUE(Remove(id).ok());
+  // The name was released each time.
+  cri::ListContainersResponse l;
+  ASSERT_TRUE(c().Runtime(&RStub::ListContainers, cri::ListContainersRequest(), &l).ok());
+  EXPECT_EQ(l.containers_size(), 0);
+}
+
+TEST_F(ContainerTest, BindMountAndSharedPodPidNamespace) {
+  EnsurePod(cri::POD);
+  std::string host_dir = log_dir_ + "/shared";
+  ASSERT_TRUE(MkdirAll(host_dir).ok());
+  ASSERT_TRUE(WriteFileAtomic(host_dir + "/from-host", "hi\n").ok());
+  std::string a;
+  ASSERT_TRUE(Create(Config("a", "sleep 1000"), &a).ok());
+  ASSERT_TRUE(Start(a).ok());
+  auto cfg = Config("b", "cat /data/from-host; ps -o comm | grep -c sleep; echo x > /data/ro || echo ro");
+  auto* m = cfg.add_mounts();
+  m->set_container_path("/data");
+  m->set_host_path(host_dir);
+  m->set_readonly(true);
+  std::string log;
+  cri::ContainerStatus st = RunToExit(cfg, &log);
+  std::string out = Lines(log);
+  EXPECT_TRUE(absl::StrContains(out, "F hi")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "F 1\n")) << "sees container a's sleep: " << out;
+  EXPECT_TRUE(absl::StrContains(out, "F ro")) << out;
+  ASSERT_TRUE(Stop(a, 0).ok());
+  ASSERT_TRUE(Remove(a).ok());
+}
+
+TEST_F(ContainerTest, ContainersSurviveACrispdRestart) {
+  std::string runs, exits;
+  ASSERT_TRUE(Create(Config("runs", "sleep 1000"), &runs).ok());
+  ASSERT_TRUE(Start(runs).ok());
+  ASSERT_TRUE(Create(Config("exits", "sleep 1; echo bye; exit 7"), &exits).ok());
+  ASSERT_TRUE(Start(exits).ok());
+  ASSERT_TRUE(daemon_->Kill().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));  // "exits" exits while crispd is down
+  ASSERT_TRUE(daemon_->Launch().ok());
+  cri::ContainerStatus r = Status(runs);
+  EXPECT_EQ(r.state(), cri::CONTAINER_RUNNING);
+  cri::ContainerStatus e = WaitExited(exits, 5);
+  EXPECT_EQ(e.state(), cri::CONTAINER_EXITED);
+  EXPECT_EQ(e.exit_code(), 7);
+  EXPECT_EQ(Lines(ReadFile(e.log_path()).value_or("")), "F bye");
+  ASSERT_TRUE(Stop(runs, 0).ok());
+  EXPECT_EQ(Status(runs).exit_code(), 137);
+  ASSERT_TRUE(Remove(runs).ok());
+  ASSERT_TRUE(Remove(exits).ok());
+}
+
+TEST_F(ContainerTest, RemovingThePodRemovesItsContainersAndFreesTheImage) {
+  std::string id;
+  ASSERT_TRUE(Create(Config("inpod", "sleep 1000"), &id).ok());
+  ASSERT_TRUE(Start(id).ok());
+  cri::RemoveImageRequest rreq;
+  rreq.mutable_image()->set_image(Status(id).image_ref());
+  cri::RemoveImageResponse rresp;
+  EXPECT_EQ(c().Image(&IStub::RemoveImage, rreq, &rresp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  ASSERT_TRUE(c().StopPodSandbox(pod_).ok());
+  EXPECT_EQ(Status(id).state(), cri::CONTAINER_EXITED);
+  ASSERT_TRUE(c().RemovePodSandbox(pod_).ok());
+  pod_.clear();
+  cri::ListContainersResponse l;
+  ASSERT_TRUE(c().Runtime(&RStub::ListContainers, cri::ListContainersRequest(), &l).ok());
+  EXPECT_EQ(l.containers_size(), 0);
+}
+
+}  // namespace
+}  // namespace crisp::e2e

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/file_util.h"
+#include "nlohmann/json.hpp"
 #include "test/e2e/harness.h"
 #include "test/testing/fixture_registry.h"
 
@@ -395,6 +396,90 @@ TEST_F(ContainerTest, RemovingThePodRemovesItsContainersAndFreesTheImage) {
   cri::ListContainersResponse l;
   ASSERT_TRUE(c().Runtime(&RStub::ListContainers, cri::ListContainersRequest(), &l).ok());
   EXPECT_EQ(l.containers_size(), 0);
+}
+
+TEST_F(ContainerTest, MemoryLimitExceededIsOOMKilled) {
+  auto cfg = Config("oom", "x=a; while :; do x=$x$x; done");
+  cfg.mutable_linux()->mutable_resources()->set_memory_limit_in_bytes(16 << 20);
+  cri::ContainerStatus st = RunToExit(cfg, nullptr);
+  EXPECT_EQ(st.reason(), "OOMKilled");
+  EXPECT_EQ(st.exit_code(), 137);
+}
+
+TEST_F(ContainerTest, UpdateContainerResourcesChangesTheCgroup) {
+  std::string id;
+  auto cfg = Config("upd", "sleep 1000");
+  cfg.mutable_linux()->mutable_resources()->set_memory_limit_in_bytes(64 << 20);
+  ASSERT_TRUE(Create(cfg, &id).ok());
+  ASSERT_TRUE(Start(id).ok());
+  std::string info;
+  Status(id, &info);
+  std::string cg = nlohmann::json::parse(info).value("cgroupPath", "");
+  ASSERT_FALSE(cg.empty()) << info;
+  std::string limit_file = "/sys/fs/cgroup/memory" + cg + "/memory.limit_in_bytes";
+  if (::access(limit_file.c_str(), F_OK) != 0) limit_file = "/sys/fs/cgroup" + cg + "/memory.max";
+  EXPECT_EQ(ReadFile(limit_file).value_or("?"), std::to_string(64 << 20) + "\n");
+  cri::UpdateContainerResourcesRequest req;
+  req.set_container_id(id);
+  req.mutable_linux()->set_memory_limit_in_bytes(128 << 20);
+  req.mutable_linux()->set_cpu_shares(512);
+  cri::UpdateContainerResourcesResponse resp;
+  grpc::Status s = c().Runtime(&RStub::UpdateContainerResources, req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(ReadFile(limit_file).value_or("?"), std::to_string(128 << 20) + "\n");
+  EXPECT_EQ(Status(id).resources().linux().memory_limit_in_bytes(), 128 << 20);
+  ASSERT_TRUE(Stop(id, 0).ok());
+  ASSERT_TRUE(Remove(id).ok());
+}
+
+TEST_F(ContainerTest, HostPidNamespaceSeesHostProcesses) {
+  auto cfg = Config("hostpid", "ps -o comm | grep -c '^crispd$'; echo pid=$$");
+  cfg.mutable_linux()->mutable_security_context()->mutable_namespace_options()->set_pid(cri::NODE);
+  std::string log;
+  cri::ContainerStatus st = RunToExit(cfg, &log);
+  std::string out = Lines(log);
+  EXPECT_FALSE(absl::StrContains(out, "F 0\n")) << "crispd is visible: " << out;
+  EXPECT_FALSE(absl::StrContains(out, "F pid=1")) << out;
+}
+
+TEST_F(ContainerTest, ReopenContainerLogAfterRotation) {
+  std::string id;
+  ASSERT_TRUE(Create(Config("rot", "echo one; sleep 1; echo two; sleep 1000"), &id).ok());
+  ASSERT_TRUE(Start(id).ok());
+  std::string path = Status(id).log_path();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(::rename(path.c_str(), (path + ".1").c_str()), 0);
+  cri::ReopenContainerLogRequest req;
+  req.set_container_id(id);
+  cri::ReopenContainerLogResponse resp;
+  ASSERT_TRUE(c().Runtime(&RStub::ReopenContainerLog, req, &resp).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_EQ(Lines(ReadFile(path + ".1").value_or("")), "F one");
+  EXPECT_EQ(Lines(ReadFile(path).value_or("")), "F two");
+  ASSERT_TRUE(Stop(id, 0).ok());
+  EXPECT_EQ(c().Runtime(&RStub::ReopenContainerLog, req, &resp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  ASSERT_TRUE(Remove(id).ok());
+}
+
+TEST_F(ContainerTest, TtyOutputGoesToTheLog) {
+  auto cfg = Config("tty", "test -t 1 && echo is-a-tty");
+  cfg.set_tty(true);
+  std::string log;
+  cri::ContainerStatus st = RunToExit(cfg, &log);
+  EXPECT_EQ(st.exit_code(), 0) << log;
+  EXPECT_TRUE(absl::StrContains(log, "stdout F is-a-tty\r")) << log;
+}
+
+TEST_F(ContainerTest, CreateRetriedWithTheSameConfigGetsTheSameContainer) {
+  std::string a, b;
+  auto cfg = Config("retry", "true");
+  ASSERT_TRUE(Create(cfg, &a).ok());
+  ASSERT_TRUE(Create(cfg, &b).ok()) << "kubelet's retry after a deadline";
+  EXPECT_EQ(a, b);
+  auto other = cfg;
+  other.add_args("changed");
+  EXPECT_EQ(Create(other, &b).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  ASSERT_TRUE(Remove(a).ok());
 }
 
 }  // namespace

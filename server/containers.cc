@@ -233,6 +233,8 @@ absl::Status CriService::CreateContainer(const cri::CreateContainerRequest& req,
   runtime::ImageConfigInfo info = ImageInfo(*img);
   c.stop_signal = info.stop_signal;
   RETURN_IF_ERROR(container_names_.Reserve(name, c.id));
+  const absl::Time t0 = absl::Now();
+  absl::Time t_plan, t_cgroup, t_shim;
 
   bool ok = false;
   bool cgroup_made = false;
@@ -293,9 +295,11 @@ absl::Status CriService::CreateContainer(const cri::CreateContainerRequest& req,
     std::string parent = std::filesystem::path(c.log_path).parent_path().string();
     RETURN_IF_ERROR(Annotate(MkdirAll(parent, 0755), "creating the log directory"));
   }
+  t_plan = absl::Now();
   RETURN_IF_ERROR(Annotate(cgroups_->Create(c.cgroup_path, runtime::ContainerCgroupResources(cfg.linux().resources())),
                            "creating the container cgroup"));
   cgroup_made = true;
+  t_cgroup = absl::Now();
   c.plan_json = runtime::ContainerPlanToJson(plan);
   auto procs = runtime::StartContainerShim(config_.shim_path, plan);
   if (!procs.ok()) return Annotate(procs.status(), absl::StrCat("creating container ", name));
@@ -303,7 +307,11 @@ absl::Status CriService::CreateContainer(const cri::CreateContainerRequest& req,
   c.shim = procs->shim;
   c.state = cri::CONTAINER_CREATED;
   c.created_at = NowNs();
+  t_shim = absl::Now();
   RETURN_IF_ERROR(SaveContainer(c));
+  Log()->debug("container {} create steps: dirs+plan={} cgroup={} shim={} save={}", c.id,
+               absl::FormatDuration(t_plan - t0), absl::FormatDuration(t_cgroup - t_plan),
+               absl::FormatDuration(t_shim - t_cgroup), absl::FormatDuration(absl::Now() - t_shim));
   ok = true;
   auto entry = std::make_shared<ContainerEntry>(c);
   container_store_.Add(entry);

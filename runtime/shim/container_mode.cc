@@ -679,7 +679,12 @@ int ReportError(const std::string& step, int err) {
 }  // namespace
 
 int ContainerMode() {
-  std::vector<char> buf(4 << 20);
+  // The plan's size first (SEQPACKET: MSG_TRUNC reports the whole record),
+  // so that only what is needed is allocated: every page touched costs here.
+  char probe;
+  ssize_t size = ::recv(kPlanFd, &probe, 1, MSG_PEEK | MSG_TRUNC);
+  if (size <= 0 || size > (16 << 20)) return ReportError("reading the plan", size < 0 ? errno : EPIPE);
+  std::vector<char> buf(static_cast<size_t>(size));
   ssize_t n = ::recv(kPlanFd, buf.data(), buf.size(), 0);
   if (n <= 0) return ReportError("reading the plan", n < 0 ? errno : EPIPE);
   auto plan = runtime::ParseContainerPlan(std::string(buf.data(), static_cast<size_t>(n)));

@@ -467,7 +467,9 @@ class Shim {
       out_fd_ = out[0];
       err_fd_ = err[0];
     }
-    if (!plan_.log_path.empty() && !log_.Open(plan_.log_path)) return ErrorJson("opening the log " + plan_.log_path, errno);
+    if (!plan_.log_path.empty()) {
+      if (int e = log_.Open(plan_.log_path); e != 0) return ErrorJson("opening the log " + plan_.log_path, e);
+    }
 
     auto pid_it = plan_.join_ns.find("pid");
     if (pid_it != plan_.join_ns.end()) {
@@ -557,7 +559,8 @@ class Shim {
       }
     }
     log_.FlushAll();
-    runtime::ExitRecord rec = runtime::ExitRecordFromWaitStatus(status);
+    runtime::ExitRecord rec;
+    if (!runtime::ExitRecordFromWaitStatus(status, &rec)) rec.exit_code = 255;
     rec.pid = pid_;
     rec.started_at_ns = started_at_;
     rec.finished_at_ns = finished_at_ ? finished_at_ : NowNs();
@@ -606,10 +609,10 @@ class Shim {
     ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
     if (n <= 0) {
-      log_.Flush(fd == err_fd_ ? runtime::CriLogWriter::Stream::kStderr : runtime::CriLogWriter::Stream::kStdout);
+      log_.Flush(fd == err_fd_ ? runtime::Stream::kStderr : runtime::Stream::kStdout);
       return false;
     }
-    log_.Write(fd == err_fd_ ? runtime::CriLogWriter::Stream::kStderr : runtime::CriLogWriter::Stream::kStdout, buf,
+    log_.Write(fd == err_fd_ ? runtime::Stream::kStderr : runtime::Stream::kStdout, buf,
                static_cast<size_t>(n));
     return true;
   }
@@ -625,7 +628,8 @@ class Shim {
       if (op == "start") {
         reply = Start();
       } else if (op == "reopen") {
-        reply = log_.Reopen() ? nlohmann::json{{"ok", true}}.dump() : ErrorJson("reopening the log", errno);
+        int e = log_.Reopen();
+        reply = e == 0 ? nlohmann::json{{"ok", true}}.dump() : ErrorJson("reopening the log", e);
       } else {
         reply = ErrorJson("unknown request", EINVAL);
       }

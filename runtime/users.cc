@@ -114,6 +114,8 @@ bool ResolveUser(const UserRequest& req, const std::string& passwd_text, const s
       }
       r.uid = entry->uid;
     }
+  } else {
+    entry = by_uid(0);  // nothing asked: root, with root's passwd entry (home /root)
   }
   if (entry) {
     r.gid = entry->gid;

@@ -131,17 +131,31 @@ bool ApplyCapabilities(const CapSets& caps, std::string* error) {
   int last = CapLastCap();
   struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
   struct __user_cap_data_struct data[2] = {};
+  // Nobody can grant what it does not hold: "all capabilities" (privileged,
+  // add ALL) means all of those this process has, as containerd takes them
+  // from its own set. A host may run us without some (e.g. CAP_SYS_RESOURCE).
+  if (::syscall(SYS_capget, &hdr, data) != 0) {
+    *error = std::string("capget: ") + std::strerror(errno);
+    return false;
+  }
+  const uint64_t held = (uint64_t{data[1].permitted} << 32) | data[0].permitted;
+  CapSets want = caps;
+  want.effective &= held;
+  want.permitted &= held;
+  want.inheritable &= held;
+  want.ambient &= held;
+  std::memset(data, 0, sizeof data);
   auto lo = [](uint64_t m) { return static_cast<uint32_t>(m & 0xffffffffu); };
   auto hi = [](uint64_t m) { return static_cast<uint32_t>(m >> 32); };
-  data[0] = {lo(caps.effective), lo(caps.permitted), lo(caps.inheritable)};
-  data[1] = {hi(caps.effective), hi(caps.permitted), hi(caps.inheritable)};
+  data[0] = {lo(want.effective), lo(want.permitted), lo(want.inheritable)};
+  data[1] = {hi(want.effective), hi(want.permitted), hi(want.inheritable)};
   if (::syscall(SYS_capset, &hdr, data) != 0) {
     *error = std::string("capset: ") + std::strerror(errno);
     return false;
   }
   ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
   for (int c = 0; c <= last && c < 64; ++c) {
-    if (!(caps.ambient & (uint64_t{1} << c))) continue;
+    if (!(want.ambient & (uint64_t{1} << c))) continue;
     if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) != 0) {
       *error = "raising ambient " + CapabilityName(c) + ": " + std::strerror(errno);
       return false;

@@ -37,8 +37,8 @@ bool ComputeCapabilities(const std::vector<std::string>& add, const std::vector<
 
 // In the container process: drops from the bounding set what is not in
 // `caps.bounding` (caps this kernel does not know, or dropped already, are
-// skipped), sets the process sets with capset(2), then raises the ambient
-// ones. False with `error` naming the failing step. Dropping needs
+// skipped), sets the process sets with capset(2) — limited to what this
+// process holds, so "all" means all it has — then raises the ambient ones. False with `error` naming the failing step. Dropping needs
 // CAP_SETPCAP in the effective set, which a uid change clears: call
 // DropBoundingSet before it (with PR_SET_KEEPCAPS set across it, so that the
 // permitted set survives) and this after.

@@ -482,5 +482,28 @@ TEST_F(ContainerTest, CreateRetriedWithTheSameConfigGetsTheSameContainer) {
   ASSERT_TRUE(Remove(a).ok());
 }
 
+TEST_F(ContainerTest, PrivilegedGetsEveryCapabilityCrispHasAndWritableSys) {
+  auto cfg = Config("priv", "grep CapEff /proc/self/status; grep Seccomp: /proc/self/status; "
+                             "wc -c < /proc/timer_list; touch /sys/kernel/crisp-probe 2>&1 | grep -c Read-only; true");
+  cfg.mutable_linux()->mutable_security_context()->set_privileged(true);
+  cfg.mutable_linux()->mutable_security_context()->mutable_seccomp()->set_profile_type(
+      cri::SecurityProfile::RuntimeDefault);
+  std::string log;
+  cri::ContainerStatus st = RunToExit(cfg, &log);
+  EXPECT_EQ(st.exit_code(), 0) << log;
+  std::string ours;
+  {
+    std::string status = ReadFile("/proc/self/status").value_or("");
+    size_t p = status.find("CapEff:\t");
+    ASSERT_NE(p, std::string::npos);
+    ours = status.substr(p, 24);
+  }
+  std::string out = Lines(log);
+  EXPECT_TRUE(absl::StrContains(out, "F " + ours)) << "all caps this test (root) has: " << ours << "\n" << out;
+  EXPECT_TRUE(absl::StrContains(out, "F Seccomp:\t0")) << "no filter when privileged: " << out;
+  EXPECT_FALSE(absl::StrContains(out, "F 0\n")) << "nothing masked: " << out;
+  EXPECT_TRUE(absl::StrContains(out, "F 0")) << "/sys is not read-only: " << out;
+}
+
 }  // namespace
 }  // namespace crisp::e2e

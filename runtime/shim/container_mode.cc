@@ -372,6 +372,17 @@ struct ChildFds {
   if (!runtime::ResolveUser(ureq, ReadSmallFile("/etc/passwd"), ReadSmallFile("/etc/group"), &user, &error))
     Fail(report, "resolving the user: " + error, EINVAL);
 
+  // seccomp: as late as possible (right before exec) when no_new_privs lets
+  // an unprivileged process install it; without no_new_privs installing it
+  // needs CAP_SYS_ADMIN, so it goes in now, before capabilities are dropped
+  // (runc's order). The rest of the set-up then runs under the filter.
+  runtime::SeccompProfile profile;
+  const bool seccomp = !plan.privileged && !plan.seccomp_json.empty();
+  if (seccomp && !runtime::SeccompProfileFromJson(plan.seccomp_json, &profile, &error))
+    Fail(report, "seccomp profile: " + error, EINVAL);
+  if (seccomp && !plan.no_new_privs && !runtime::LoadSeccompProfile(profile, &error))
+    Fail(report, "loading seccomp: " + error, EINVAL);
+
   runtime::CapSets caps;
   caps.bounding = plan.caps.bounding;
   caps.effective = plan.caps.effective;
@@ -407,12 +418,8 @@ struct ChildFds {
   std::string exe = FindExecutable(plan.args[0], env);
   if (exe.empty()) Fail(report, "executable file \"" + plan.args[0] + "\" not found in $PATH", ENOENT);
   if (plan.no_new_privs && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) Fail(report, "no_new_privs", errno);
-  if (!plan.privileged && !plan.seccomp_json.empty()) {
-    runtime::SeccompProfile profile;
-    if (!runtime::SeccompProfileFromJson(plan.seccomp_json, &profile, &error))
-      Fail(report, "seccomp profile: " + error, EINVAL);
-    if (!runtime::LoadSeccompProfile(profile, &error)) Fail(report, "loading seccomp: " + error, EINVAL);
-  }
+  if (seccomp && plan.no_new_privs && !runtime::LoadSeccompProfile(profile, &error))
+    Fail(report, "loading seccomp: " + error, EINVAL);
   std::vector<char*> argv, envp;
   for (const std::string& a : plan.args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);

@@ -505,5 +505,27 @@ TEST_F(ContainerTest, PrivilegedGetsEveryCapabilityCrispHasAndWritableSys) {
   EXPECT_TRUE(absl::StrContains(out, "F 0")) << "/sys is not read-only: " << out;
 }
 
+TEST_F(ContainerTest, SeccompWithoutNoNewPrivsAndALocalhostProfile) {
+  // RuntimeDefault without no_new_privs: installed while the process still
+  // has CAP_SYS_ADMIN; it blocks unshare (no CAP_SYS_ADMIN in the container).
+  auto cfg = Config("sec", "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; unshare -U true || echo blocked");
+  cfg.mutable_linux()->mutable_security_context()->mutable_seccomp()->set_profile_type(
+      cri::SecurityProfile::RuntimeDefault);
+  std::string log;
+  RunToExit(cfg, &log);
+  EXPECT_EQ(Lines(log), "F NoNewPrivs:\t0\nF Seccomp:\t2\nF blocked") << log;
+  // A Localhost profile (OCI JSON) that denies chmod.
+  std::string prof = log_dir_ + "/deny-chmod.json";
+  ASSERT_TRUE(WriteFileAtomic(prof, R"({"defaultAction":"SCMP_ACT_ALLOW","syscalls":[)"
+                                    R"({"names":["chmod","fchmod","fchmodat"],"action":"SCMP_ACT_ERRNO"}]})")
+                  .ok());
+  cfg = Config("local", "chmod 700 /tmp 2>&1 | grep -c 'not permitted'");
+  cfg.mutable_linux()->mutable_security_context()->mutable_seccomp()->set_profile_type(
+      cri::SecurityProfile::Localhost);
+  cfg.mutable_linux()->mutable_security_context()->mutable_seccomp()->set_localhost_ref(prof);
+  RunToExit(cfg, &log);
+  EXPECT_EQ(Lines(log), "F 1") << log;
+}
+
 }  // namespace
 }  // namespace crisp::e2e

@@ -64,6 +64,10 @@ struct ContainerPlan {
   bool readonly_rootfs = false;
 
   std::vector<PlanMount> mounts;
+  // Propagation of the container's copy of the host's mounts: MS_PRIVATE,
+  // MS_SLAVE (a HostToContainer mount asks for it) or MS_SHARED (a
+  // Bidirectional one), always with MS_REC.
+  uint64_t root_propagation = 0;
   std::vector<std::string> masked_paths, readonly_paths;
 
   std::vector<std::string> args;  // args[0]: path or name looked up in PATH
@@ -133,6 +137,7 @@ inline std::string ContainerPlanToJson(const ContainerPlan& p) {
                       {"rootfs", p.rootfs},
                       {"readonly_rootfs", p.readonly_rootfs},
                       {"mounts", p.mounts},
+                      {"root_propagation", p.root_propagation},
                       {"masked_paths", p.masked_paths},
                       {"readonly_paths", p.readonly_paths},
                       {"args", p.args},
@@ -171,6 +176,7 @@ inline std::optional<ContainerPlan> ParseContainerPlan(const std::string& text) 
     p.rootfs = j.at("rootfs").get<std::string>();
     p.readonly_rootfs = j.value("readonly_rootfs", false);
     p.mounts = j.value("mounts", std::vector<PlanMount>{});
+    p.root_propagation = j.value("root_propagation", uint64_t{0});
     p.masked_paths = j.value("masked_paths", std::vector<std::string>{});
     p.readonly_paths = j.value("readonly_paths", std::vector<std::string>{});
     p.args = j.at("args").get<std::vector<std::string>>();

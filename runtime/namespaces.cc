@@ -99,4 +99,36 @@ absl::Status UnmountAndRemove(const std::string& dir) {
   return absl::OkStatus();
 }
 
+std::string MountPropagationOf(const std::string& mountinfo, const std::string& path) {
+  std::string best_point, best = "private";
+  size_t pos = 0;
+  while (pos < mountinfo.size()) {
+    size_t nl = mountinfo.find('\n', pos);
+    std::string line = mountinfo.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    pos = nl == std::string::npos ? mountinfo.size() : nl + 1;
+    // id parent major:minor root mount_point options [optional...] - fstype source superopts
+    std::vector<std::string> f;
+    size_t i = 0;
+    while (i < line.size()) {
+      size_t sp = line.find(' ', i);
+      f.push_back(line.substr(i, sp == std::string::npos ? std::string::npos : sp - i));
+      if (sp == std::string::npos) break;
+      i = sp + 1;
+    }
+    if (f.size() < 7) continue;
+    const std::string& point = f[4];
+    bool prefix = point == "/" || path == point || (path.rfind(point, 0) == 0 && path.size() > point.size() &&
+                                                     path[point.size()] == '/');
+    if (!prefix || point.size() < best_point.size()) continue;
+    std::string prop = "private";
+    for (size_t k = 6; k < f.size() && f[k] != "-"; ++k) {
+      if (f[k].rfind("shared:", 0) == 0) prop = "shared";
+      else if (f[k].rfind("master:", 0) == 0 && prop != "shared") prop = "slave";
+    }
+    best_point = point;
+    best = prop;
+  }
+  return best;
+}
+
 }  // namespace crisp::runtime

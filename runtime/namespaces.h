@@ -29,4 +29,11 @@ absl::Status MountShm(const std::string& dir, uint64_t size_bytes);
 // does not exist or is not a mount point.
 absl::Status UnmountAndRemove(const std::string& dir);
 
+// Propagation of the mount that `path` (absolute, symlinks resolved) is on,
+// from mountinfo text: "shared" (a shared:N tag), "slave" (master:N only) or
+// "private". The mount is the one with the longest mount point that is a
+// path prefix of `path` (the last such line wins, as later mounts cover
+// earlier ones).
+std::string MountPropagationOf(const std::string& mountinfo, const std::string& path);
+
 }  // namespace crisp::runtime

@@ -255,6 +255,7 @@ absl::StatusOr<ContainerPlan> BuildContainerPlan(const PlanInputs& in) {
   if (!in.sandbox.resolv_conf_path.empty())
     plan.mounts.push_back({"bind", in.sandbox.resolv_conf_path, "/etc/resolv.conf", file_flags, "", 0});
   std::vector<PlanMount> cri_mounts;
+  plan.root_propagation = MS_PRIVATE | MS_REC;
   for (const cri::Mount& m : c.mounts()) {
     ASSIGN_OR_RETURN(std::string dest, CleanContainerPath(m.container_path()));
     if (m.host_path().empty() || m.host_path()[0] != '/')
@@ -265,6 +266,20 @@ absl::StatusOr<ContainerPlan> BuildContainerPlan(const PlanInputs& in) {
       if (!r.ok())
         return absl::InvalidArgumentError(absl::StrCat("mount ", dest, ": host path ", src, ": ", r.status().message()));
       src = *r;
+    }
+    if (in.mount_propagation_of && m.propagation() != cri::PROPAGATION_PRIVATE) {
+      std::string prop = in.mount_propagation_of(src);
+      bool ok = prop == "shared" || (prop == "slave" && m.propagation() == cri::PROPAGATION_HOST_TO_CONTAINER);
+      if (!ok)
+        return absl::InvalidArgumentError(absl::StrCat("mount ", dest, ": host path ", src, " is on a ", prop,
+                                                       " mount, but ", cri::MountPropagation_Name(m.propagation()),
+                                                       " needs a shared", m.propagation() == cri::PROPAGATION_BIDIRECTIONAL ? "" : " or slave",
+                                                       " one"));
+    }
+    if (m.propagation() == cri::PROPAGATION_BIDIRECTIONAL) {
+      plan.root_propagation = MS_SHARED | MS_REC;
+    } else if (m.propagation() == cri::PROPAGATION_HOST_TO_CONTAINER && plan.root_propagation != (MS_SHARED | MS_REC)) {
+      plan.root_propagation = MS_SLAVE | MS_REC;
     }
     // A CRI mount replaces a standard one on the same path (e.g. /etc/hosts).
     std::erase_if(plan.mounts, [&](const PlanMount& p) { return p.destination == dest; });

@@ -52,6 +52,10 @@ struct PlanInputs {
   // Resolves a mount's host path (symlinks followed, as realpath does);
   // NOT_FOUND if it does not exist. Unset: paths are taken as they are.
   std::function<absl::StatusOr<std::string>(const std::string& path)> resolve_host_path;
+  // Propagation of the mount a (resolved) host path is on: "shared",
+  // "slave" or "private". Bidirectional mounts need "shared", HostToContainer
+  // ones "shared" or "slave" (as containerd checks). Unset: not checked.
+  std::function<std::string(const std::string& path)> mount_propagation_of;
 };
 
 // INVALID_ARGUMENT for what kubelet got wrong: no command at all, a mount

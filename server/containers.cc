@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "runtime/container_shim.h"
+#include "runtime/namespaces.h"
 #include "runtime/plan_builder.h"
 #include "server/cri_service.h"
 
@@ -285,6 +286,9 @@ absl::Status CriService::CreateContainer(const cri::CreateContainerRequest& req,
     auto r = std::filesystem::canonical(p, ec);
     if (ec) return absl::NotFoundError(ec.message());
     return r.string();
+  };
+  in.mount_propagation_of = [](const std::string& p) {
+    return runtime::MountPropagationOf(ReadFile("/proc/self/mountinfo").value_or(""), p);
   };
   ASSIGN_OR_RETURN(runtime::ContainerPlan plan, runtime::BuildContainerPlan(in));
   if (plan.oom_score_adj && cfg.linux().resources().oom_score_adj() < in.min_oom_score_adj)

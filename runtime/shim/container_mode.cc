@@ -298,7 +298,15 @@ struct ChildFds {
     if (::setns(nfd, 0) != 0) Fail(report, std::string("joining the pod's ") + type + " namespace", errno);
     ::close(nfd);
   }
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) Fail(report, "make / private", errno);
+  // Our copy of the host's mounts: private unless a mount asked to see the
+  // host's later mounts (slave) or to share its own with the host (shared).
+  unsigned long root_prop = plan.root_propagation ? plan.root_propagation : (MS_REC | MS_PRIVATE);
+  if (::mount(nullptr, "/", nullptr, root_prop, nullptr) != 0) Fail(report, "setting / propagation", errno);
+  // pivot_root refuses a new root whose parent mount is shared: the rootfs
+  // goes on a private bind of its own directory.
+  if (::mount(plan.rootfs.c_str(), plan.rootfs.c_str(), nullptr, MS_BIND, nullptr) != 0 ||
+      ::mount(nullptr, plan.rootfs.c_str(), nullptr, MS_PRIVATE, nullptr) != 0)
+    Fail(report, "making the rootfs mount point private", errno);
 
   // rootfs: overlayfs of the image layers + the container's upper dir.
   std::string opts = "lowerdir=";
@@ -319,10 +327,19 @@ struct ChildFds {
     }
   }
 
-  // pivot_root into the rootfs; the old root is detached.
+  // pivot_root into the rootfs; the old root is detached. After
+  // pivot_root(".", ".") the old root sits on top of the new one; "." in a
+  // mount(2) call would name the new root, so we step onto the old one by fd
+  // (runc's way) to make it a slave — detaching it must never unmount
+  // anything on the host — without touching the container's own mounts.
+  int old_root = ::open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+  if (old_root < 0) Fail(report, "opening the old root", errno);
   if (::fchdir(root_fd) != 0) Fail(report, "chdir rootfs", errno);
   if (::syscall(SYS_pivot_root, ".", ".") != 0) Fail(report, "pivot_root", errno);
+  if (::fchdir(old_root) != 0) Fail(report, "chdir to the old root", errno);
+  if (::mount(nullptr, ".", nullptr, MS_SLAVE | MS_REC, nullptr) != 0) Fail(report, "old root rslave", errno);
   if (::umount2(".", MNT_DETACH) != 0) Fail(report, "detaching the old root", errno);
+  ::close(old_root);
   if (::chdir("/") != 0) Fail(report, "chdir /", errno);
   ::close(root_fd);
 

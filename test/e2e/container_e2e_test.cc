@@ -4,6 +4,7 @@
 // container writes what it sees to its log), and recovery across a SIGKILL
 // of crispd. The harness's leak check (mounts, cgroups, shims, files) runs
 // around every test.
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -525,6 +526,59 @@ TEST_F(ContainerTest, SeccompWithoutNoNewPrivsAndALocalhostProfile) {
   cfg.mutable_linux()->mutable_security_context()->mutable_seccomp()->set_localhost_ref(prof);
   RunToExit(cfg, &log);
   EXPECT_EQ(Lines(log), "F 1") << log;
+}
+
+// Host dir made a shared mount point; a privileged container mounts a tmpfs
+// under its view of it and waits for a marker the host puts under a tmpfs
+// mounted after the container started.
+TEST_F(ContainerTest, MountPropagationPrivateSlaveShared) {
+  struct Case {
+    cri::MountPropagation prop;
+    bool host_sees_container, container_sees_host;
+  };
+  for (const Case& k : {Case{cri::PROPAGATION_BIDIRECTIONAL, true, true},
+                        Case{cri::PROPAGATION_HOST_TO_CONTAINER, false, true},
+                        Case{cri::PROPAGATION_PRIVATE, false, false}}) {
+    SCOPED_TRACE(cri::MountPropagation_Name(k.prop));
+    std::string host = log_dir_ + "/prop-" + std::to_string(static_cast<int>(k.prop));
+    ASSERT_TRUE(MkdirAll(host + "/from-host").ok());
+    ASSERT_TRUE(MkdirAll(host + "/from-ctr").ok());
+    ASSERT_EQ(::mount(host.c_str(), host.c_str(), nullptr, MS_BIND, nullptr), 0);
+    ASSERT_EQ(::mount(nullptr, host.c_str(), nullptr, MS_SHARED, nullptr), 0);
+    auto cfg = Config("prop" + std::to_string(static_cast<int>(k.prop)),
+                      "mount -t tmpfs ctr /data/from-ctr && touch /data/from-ctr/marker; "
+                      "for i in $(seq 60); do [ -e /data/from-host/marker ] && break; sleep 0.05; done; "
+                      "[ -e /data/from-host/marker ] && echo saw-host || echo no-host");
+    cfg.mutable_linux()->mutable_security_context()->set_privileged(true);
+    auto* m = cfg.add_mounts();
+    m->set_container_path("/data");
+    m->set_host_path(host);
+    m->set_propagation(k.prop);
+    std::string id;
+    grpc::Status s = Create(cfg, &id);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_TRUE(Start(id).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    bool host_sees = ::access((host + "/from-ctr/marker").c_str(), F_OK) == 0;
+    ASSERT_EQ(::mount("hosttmp", (host + "/from-host").c_str(), "tmpfs", 0, nullptr), 0);
+    ASSERT_TRUE(WriteFileAtomic(host + "/from-host/marker", "x").ok());
+    cri::ContainerStatus st = WaitExited(id);
+    std::string out = Lines(ReadFile(st.log_path()).value_or(""));
+    EXPECT_EQ(host_sees, k.host_sees_container);
+    EXPECT_EQ(out, k.container_sees_host ? "F saw-host" : "F no-host");
+    EXPECT_TRUE(Remove(id).ok());
+    ::umount2((host + "/from-ctr").c_str(), MNT_DETACH);
+    ::umount2((host + "/from-host").c_str(), MNT_DETACH);
+    EXPECT_EQ(::umount2(host.c_str(), MNT_DETACH), 0);
+  }
+  // A bidirectional mount of a path on a private mount is refused.
+  auto cfg = Config("propbad", "true");
+  auto* m = cfg.add_mounts();
+  m->set_container_path("/data");
+  m->set_host_path(log_dir_);
+  m->set_propagation(cri::PROPAGATION_BIDIRECTIONAL);
+  std::string id;
+  EXPECT_EQ(Create(cfg, &id).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <sys/mount.h>
 
 #include <algorithm>
+#include <map>
 
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
@@ -339,6 +340,31 @@ TEST_F(PlanTest, StdioAndCgroupFilesPassThrough) {
   EXPECT_EQ(p.oom_events_file, in_.oom_events_file);
   EXPECT_EQ(p.shim_dir, "/run/crisp/containers/c1");
   EXPECT_TRUE(ParseContainerPlan(ContainerPlanToJson(p)).has_value());
+}
+
+TEST_F(PlanTest, RootPropagationFollowsTheMountsAndSourcesAreChecked) {
+  EXPECT_EQ(MustBuild().root_propagation, uint64_t{MS_PRIVATE | MS_REC});
+  auto* m = cfg_.add_mounts();
+  m->set_container_path("/a");
+  m->set_host_path("/h/a");
+  m->set_propagation(cri::PROPAGATION_HOST_TO_CONTAINER);
+  std::map<std::string, std::string> props = {{"/h/a", "slave"}, {"/h/b", "shared"}};
+  in_.mount_propagation_of = [&](const std::string& p) { return props[p]; };
+  EXPECT_EQ(MustBuild().root_propagation, uint64_t{MS_SLAVE | MS_REC});
+  auto* b = cfg_.add_mounts();
+  b->set_container_path("/b");
+  b->set_host_path("/h/b");
+  b->set_propagation(cri::PROPAGATION_BIDIRECTIONAL);
+  EXPECT_EQ(MustBuild().root_propagation, uint64_t{MS_SHARED | MS_REC});
+  props["/h/b"] = "slave";
+  auto s = Build().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << "bidirectional needs a shared source";
+  EXPECT_TRUE(absl::StrContains(s.message(), "/h/b")) << s;
+  props["/h/b"] = "shared";
+  props["/h/a"] = "private";
+  EXPECT_EQ(Build().status().code(), absl::StatusCode::kInvalidArgument) << "rslave needs shared or slave";
+  m->set_propagation(cri::PROPAGATION_PRIVATE);
+  EXPECT_TRUE(Build().ok()) << "a private mount may come from anywhere";
 }
 
 TEST(ContainerCgroupResources, CriFieldsMap) {

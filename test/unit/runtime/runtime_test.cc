@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "runtime/cgroups.h"
 #include "runtime/container_plan.h"
+#include "runtime/namespaces.h"
 #include "runtime/pause_plan.h"
 #include "test/testing/temp_dir.h"
 
@@ -498,6 +499,28 @@ TEST(ContainerPlanJson, RejectsBrokenPlans) {
   EXPECT_FALSE(ParseContainerPlan(j.dump()).has_value()) << "wrong type";
   j.erase("caps");
   EXPECT_FALSE(ParseContainerPlan(j.dump()).has_value()) << "missing caps";
+}
+
+}  // namespace
+}  // namespace crisp::runtime
+
+namespace crisp::runtime {
+namespace {
+
+TEST(MountPropagationOf, LongestMountPointWins) {
+  const std::string mi =
+      "22 1 8:1 / / rw,relatime - ext4 /dev/vda rw\n"
+      "30 22 0:5 / /srv rw shared:3 - tmpfs tmpfs rw\n"
+      "31 30 0:6 / /srv/slave rw master:3 - tmpfs tmpfs rw\n"
+      "32 30 0:7 / /srv/both rw shared:4 master:3 - tmpfs tmpfs rw\n"
+      "33 22 0:8 / /srvx rw - tmpfs tmpfs rw\n";
+  EXPECT_EQ(MountPropagationOf(mi, "/tmp/x"), "private");
+  EXPECT_EQ(MountPropagationOf(mi, "/srv"), "shared");
+  EXPECT_EQ(MountPropagationOf(mi, "/srv/data/x"), "shared");
+  EXPECT_EQ(MountPropagationOf(mi, "/srv/slave/d"), "slave");
+  EXPECT_EQ(MountPropagationOf(mi, "/srv/both"), "shared");
+  EXPECT_EQ(MountPropagationOf(mi, "/srvx/y"), "private") << "/srvx is not under /srv";
+  EXPECT_EQ(MountPropagationOf("", "/a"), "private");
 }
 
 }  // namespace

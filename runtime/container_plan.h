@@ -26,6 +26,16 @@ struct PlanMount {
   bool operator==(const PlanMount&) const = default;
 };
 
+// A device node made in the container's /dev (CRI devices; every host
+// device when privileged).
+struct PlanDevice {
+  std::string path;  // inside the container, e.g. "/dev/fuse"
+  char type = 'c';   // 'c' or 'b'
+  uint32_t major = 0, minor = 0;
+  uint32_t mode = 0666, uid = 0, gid = 0;
+  bool operator==(const PlanDevice&) const = default;
+};
+
 struct PlanRlimit {
   int resource = 0;  // RLIMIT_*
   uint64_t soft = 0, hard = 0;
@@ -64,6 +74,7 @@ struct ContainerPlan {
   bool readonly_rootfs = false;
 
   std::vector<PlanMount> mounts;
+  std::vector<PlanDevice> devices;
   // Propagation of the container's copy of the host's mounts: MS_PRIVATE,
   // MS_SLAVE (a HostToContainer mount asks for it) or MS_SHARED (a
   // Bidirectional one), always with MS_REC.
@@ -108,6 +119,21 @@ inline void from_json(const nlohmann::json& j, PlanMount& m) {
   m.data = j.value("data", "");
   m.propagation = j.value("propagation", uint64_t{0});
 }
+inline void to_json(nlohmann::json& j, const PlanDevice& d) {
+  j = {{"path", d.path}, {"type", std::string(1, d.type)}, {"major", d.major}, {"minor", d.minor},
+       {"mode", d.mode}, {"uid", d.uid},   {"gid", d.gid}};
+}
+inline void from_json(const nlohmann::json& j, PlanDevice& d) {
+  d.path = j.at("path").get<std::string>();
+  std::string t = j.at("type").get<std::string>();
+  if (t != "c" && t != "b") throw nlohmann::json::other_error::create(501, "device type must be c or b", &j);
+  d.type = t[0];
+  d.major = j.at("major").get<uint32_t>();
+  d.minor = j.at("minor").get<uint32_t>();
+  d.mode = j.value("mode", 0666u);
+  d.uid = j.value("uid", 0u);
+  d.gid = j.value("gid", 0u);
+}
 inline void to_json(nlohmann::json& j, const PlanRlimit& r) {
   j = {{"resource", r.resource}, {"soft", r.soft}, {"hard", r.hard}};
 }
@@ -138,6 +164,7 @@ inline std::string ContainerPlanToJson(const ContainerPlan& p) {
                       {"readonly_rootfs", p.readonly_rootfs},
                       {"mounts", p.mounts},
                       {"root_propagation", p.root_propagation},
+                      {"devices", p.devices},
                       {"masked_paths", p.masked_paths},
                       {"readonly_paths", p.readonly_paths},
                       {"args", p.args},
@@ -177,6 +204,7 @@ inline std::optional<ContainerPlan> ParseContainerPlan(const std::string& text) 
     p.readonly_rootfs = j.value("readonly_rootfs", false);
     p.mounts = j.value("mounts", std::vector<PlanMount>{});
     p.root_propagation = j.value("root_propagation", uint64_t{0});
+    p.devices = j.value("devices", std::vector<PlanDevice>{});
     p.masked_paths = j.value("masked_paths", std::vector<std::string>{});
     p.readonly_paths = j.value("readonly_paths", std::vector<std::string>{});
     p.args = j.at("args").get<std::vector<std::string>>();

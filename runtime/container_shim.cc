@@ -110,6 +110,12 @@ absl::StatusOr<ShimProcesses> StartContainerShim(const std::string& shim_path, c
   if (!cst.ok() || !sst.ok()) return absl::InternalError("the container or its shim vanished right after creation");
   out.container = {pid, *cst};
   out.shim = {shim_pid, *sst};
+  if (rep.contains("user") && rep["user"].is_object()) {
+    const nlohmann::json& u = rep["user"];
+    out.uid = u.value("uid", 0u);
+    out.gid = u.value("gid", 0u);
+    out.groups = u.value("groups", std::vector<uint32_t>{});
+  }
   return out;
 }
 

@@ -1,7 +1,9 @@
 #pragma once
 // crispd's side of a container's crisp-shim: start it with a plan, talk to
 // it over its ctl.sock, read its exit record. See runtime/shim/container_mode.cc.
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/proc.h"
@@ -13,6 +15,9 @@ namespace crisp::runtime {
 struct ShimProcesses {
   ProcessId container;  // the container's init process (host pid)
   ProcessId shim;       // its long-lived crisp-shim parent
+  // Who the container process runs as, as the shim resolved it.
+  uint32_t uid = 0, gid = 0;
+  std::vector<uint32_t> groups;
 };
 
 // Starts `crisp-shim container` with `plan` and waits (up to 10 s) for the

@@ -290,6 +290,29 @@ absl::StatusOr<ContainerPlan> BuildContainerPlan(const PlanInputs& in) {
                    [](const PlanMount& a, const PlanMount& b) { return Depth(a.destination) < Depth(b.destination); });
   plan.mounts.insert(plan.mounts.end(), cri_mounts.begin(), cri_mounts.end());
 
+  // Devices: every host device when privileged (as runc/containerd do),
+  // then the requested ones (which may rename a host device).
+  if (plan.privileged && in.read_devices) {
+    auto all = in.read_devices("/dev");
+    if (all.ok()) plan.devices = *all;
+  }
+  for (const cri::Device& d : c.devices()) {
+    if (d.host_path().empty() || d.host_path()[0] != '/')
+      return absl::InvalidArgumentError(absl::StrCat("device host path \"", d.host_path(), "\" is not absolute"));
+    std::string cpath = d.container_path().empty() ? d.host_path() : d.container_path();
+    ASSIGN_OR_RETURN(cpath, CleanContainerPath(cpath));
+    if (!in.read_devices) return absl::InvalidArgumentError("devices are not supported here");
+    auto nodes = in.read_devices(d.host_path());
+    if (!nodes.ok())
+      return absl::InvalidArgumentError(absl::StrCat("device ", d.host_path(), ": ", nodes.status().message()));
+    for (PlanDevice n : *nodes) {
+      // A directory maps its subtree under the container path.
+      n.path = cpath + n.path.substr(std::min(n.path.size(), d.host_path().size()));
+      std::erase_if(plan.devices, [&](const PlanDevice& x) { return x.path == n.path; });
+      plan.devices.push_back(n);
+    }
+  }
+
   if (!plan.privileged) {
     plan.masked_paths = sc.masked_paths().empty() ? DefaultMaskedPaths()
                                                   : std::vector<std::string>(sc.masked_paths().begin(), sc.masked_paths().end());

@@ -56,6 +56,11 @@ struct PlanInputs {
   // "slave" or "private". Bidirectional mounts need "shared", HostToContainer
   // ones "shared" or "slave" (as containerd checks). Unset: not checked.
   std::function<std::string(const std::string& path)> mount_propagation_of;
+  // The device nodes at a host path: the node itself, or every node below a
+  // directory (for privileged containers, "/dev"), with `path` set to the
+  // host path. NOT_FOUND / INVALID_ARGUMENT for a missing path or one that
+  // is no device. Unset: CRI devices are refused and privileged gets none.
+  std::function<absl::StatusOr<std::vector<PlanDevice>>(const std::string& host_path)> read_devices;
 };
 
 // INVALID_ARGUMENT for what kubelet got wrong: no command at all, a mount

@@ -40,7 +40,10 @@ std::string ContainerToJson(const Container& c) {
             {"shim_dir", c.shim_dir},
             {"dir", c.dir},
             {"plan", c.plan_json},
-            {"stop_signal", c.stop_signal}};
+            {"stop_signal", c.stop_signal},
+            {"uid", c.uid},
+            {"gid", c.gid},
+            {"groups", c.groups}};
   return j.dump();
 }
 
@@ -74,6 +77,9 @@ absl::StatusOr<Container> ContainerFromJson(const std::string& text) {
     c.dir = j.value("dir", "");
     c.plan_json = j.value("plan", "");
     c.stop_signal = j.value("stop_signal", "");
+    c.uid = j.value("uid", 0u);
+    c.gid = j.value("gid", 0u);
+    c.groups = j.value("groups", std::vector<uint32_t>{});
     return c;
   } catch (const json::exception& e) {
     return absl::DataLossError(absl::StrCat("container metadata: ", e.what()));

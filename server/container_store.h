@@ -2,6 +2,7 @@
 // In-memory containers and their persisted form (<root>/containers/<id>/meta.json).
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "api/cri/api.pb.h"
@@ -25,6 +26,9 @@ struct Container {
   std::string cgroup_path, log_path, shim_dir, dir;
   std::string plan_json;  // for verbose status
   std::string stop_signal;  // from the image config ("SIGQUIT"), may be ""
+  // Who the process runs as (resolved in the container's /etc/passwd).
+  uint32_t uid = 0, gid = 0;
+  std::vector<uint32_t> groups;
   // Set when meta.json could not be read back: only Remove makes sense.
   std::string load_error;
 };

@@ -1,6 +1,8 @@
 // Container RPCs: Create/Start/Stop/Remove/Status/List, UpdateContainerResources,
 // ReopenContainerLog, and their recovery after a crispd restart.
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <filesystem>
 
@@ -74,6 +76,44 @@ runtime::ImageConfigInfo ImageInfo(const images::Image& img) {
   if (c.contains("User") && c["User"].is_string()) info.user = c["User"];
   if (c.contains("StopSignal") && c["StopSignal"].is_string()) info.stop_signal = c["StopSignal"];
   return info;
+}
+
+// The device nodes at `path`: itself, or (a directory) every node below it
+// but the per-container pseudo-filesystems.
+absl::StatusOr<std::vector<runtime::PlanDevice>> ReadHostDevices(const std::string& path) {
+  std::vector<runtime::PlanDevice> out;
+  auto add = [&](const std::string& p, const struct stat& st) {
+    runtime::PlanDevice d;
+    d.path = p;
+    d.type = S_ISBLK(st.st_mode) ? 'b' : 'c';
+    d.major = major(st.st_rdev);
+    d.minor = minor(st.st_rdev);
+    d.mode = st.st_mode & 07777;
+    d.uid = st.st_uid;
+    d.gid = st.st_gid;
+    out.push_back(d);
+  };
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(errno, path);
+  if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+    add(path, st);
+    return out;
+  }
+  if (!S_ISDIR(st.st_mode)) return absl::InvalidArgumentError(path + " is not a device");
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(path, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    const std::string p = it->path().string();
+    std::string rel = p.substr(path.size());
+    if (it->is_directory() && (rel == "/pts" || rel == "/shm" || rel == "/mqueue" || rel == "/fd")) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    if (rel == "/console" || rel == "/ptmx" || it->is_symlink()) continue;
+    struct stat s2;
+    if (::lstat(p.c_str(), &s2) == 0 && (S_ISCHR(s2.st_mode) || S_ISBLK(s2.st_mode))) add(p, s2);
+  }
+  return out;
 }
 
 // Fills the exit fields of a container whose shim is gone from its exit
@@ -287,6 +327,7 @@ absl::Status CriService::CreateContainer(const cri::CreateContainerRequest& req,
     if (ec) return absl::NotFoundError(ec.message());
     return r.string();
   };
+  in.read_devices = ReadHostDevices;
   in.mount_propagation_of = [](const std::string& p) {
     return runtime::MountPropagationOf(ReadFile("/proc/self/mountinfo").value_or(""), p);
   };
@@ -309,6 +350,9 @@ absl::Status CriService::CreateContainer(const cri::CreateContainerRequest& req,
   if (!procs.ok()) return Annotate(procs.status(), absl::StrCat("creating container ", name));
   c.pid = procs->container;
   c.shim = procs->shim;
+  c.uid = procs->uid;
+  c.gid = procs->gid;
+  c.groups = procs->groups;
   c.state = cri::CONTAINER_CREATED;
   c.created_at = NowNs();
   t_shim = absl::Now();
@@ -469,6 +513,10 @@ void ToCriContainerStatus(const Container& c, cri::ContainerStatus* out) {
   *out->mutable_mounts() = c.config.mounts();
   out->set_log_path(c.log_path);
   if (c.config.linux().has_resources()) *out->mutable_resources()->mutable_linux() = c.config.linux().resources();
+  auto* user = out->mutable_user()->mutable_linux();
+  user->set_uid(c.uid);
+  user->set_gid(c.gid);
+  for (uint32_t g : c.groups) user->add_supplemental_groups(g);
 }
 
 absl::Status CriService::ContainerStatus(const cri::ContainerStatusRequest& req, cri::ContainerStatusResponse* resp) {

@@ -64,6 +64,9 @@ constexpr int kPlanFd = 3;
 struct StepReport {
   int err;  // 0 = fine
   char step[240];
+  // With the "ready" report (err 0): who the process runs as.
+  uint32_t uid, gid, ngroups;
+  uint32_t groups[64];
 };
 
 [[noreturn]] void Fail(int fd, const std::string& step, int err) {
@@ -241,6 +244,27 @@ void PopulateDev(int report, int root_fd, bool privileged) {
   ::close(devfd);
 }
 
+// Creates device node `d` inside the rootfs (parents made as needed).
+void MakeDevice(int report, int root_fd, const runtime::PlanDevice& d) {
+  const std::string what = "device " + d.path;
+  size_t cut = d.path.rfind('/');
+  if (cut == std::string::npos || cut + 1 >= d.path.size()) Fail(report, what + ": bad path", EINVAL);
+  int dir = OpenInRoot(root_fd, cut == 0 ? "/" : d.path.substr(0, cut), false);
+  if (dir < 0) Fail(report, what + ": resolving its directory", errno);
+  int dfd = ::open(FdPath(dir).c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+  ::close(dir);
+  if (dfd < 0) Fail(report, what + ": opening its directory", errno);
+  std::string name = d.path.substr(cut + 1);
+  ::unlinkat(dfd, name.c_str(), 0);  // replaces a default node of the same name
+  mode_t type = d.type == 'b' ? S_IFBLK : S_IFCHR;
+  if (::mknodat(dfd, name.c_str(), type | (d.mode & 07777), makedev(d.major, d.minor)) != 0)
+    Fail(report, what + ": mknod", errno);
+  if (::fchownat(dfd, name.c_str(), d.uid, d.gid, AT_SYMLINK_NOFOLLOW) != 0 ||
+      ::fchmodat(dfd, name.c_str(), d.mode & 07777, 0) != 0)
+    Fail(report, what + ": owner and mode", errno);
+  ::close(dfd);
+}
+
 // Looks up args[0] in the container's PATH (after pivot_root); "" if none.
 std::string FindExecutable(const std::string& name, const std::vector<std::string>& env) {
   if (name.find('/') != std::string::npos) return name;
@@ -326,6 +350,8 @@ struct ChildFds {
       dev_done = true;
     }
   }
+
+  for (const runtime::PlanDevice& d : plan.devices) MakeDevice(report, root_fd, d);
 
   // pivot_root into the rootfs; the old root is detached. After
   // pivot_root(".", ".") the old root sits on top of the new one; "." in a
@@ -423,6 +449,11 @@ struct ChildFds {
 
   // Set-up done; wait for StartContainer.
   StepReport ready = {};
+  ready.uid = user.uid;
+  ready.gid = user.gid;
+  for (gid_t g : user.additional_gids) {
+    if (ready.ngroups < 64) ready.groups[ready.ngroups++] = g;
+  }
   if (::write(report, &ready, sizeof ready) != static_cast<ssize_t>(sizeof ready)) _exit(127);
   char go = 0;
   ssize_t n;
@@ -595,6 +626,7 @@ class Shim {
   }
 
   pid_t pid() const { return pid_; }
+  const nlohmann::json& user() const { return user_; }
 
  private:
   std::string Abort(std::string error) {
@@ -613,7 +645,11 @@ class Shim {
     if (r == 0) return Abort(ErrorJson("container set-up did not finish within 10s", ETIMEDOUT));
     StepReport rep = {};
     ssize_t n = ::read(report_r_, &rep, sizeof rep);
-    if (n == static_cast<ssize_t>(sizeof rep) && rep.err == 0) return "";
+    if (n == static_cast<ssize_t>(sizeof rep) && rep.err == 0) {
+      user_ = {{"uid", rep.uid}, {"gid", rep.gid}};
+      user_["groups"] = std::vector<uint32_t>(rep.groups, rep.groups + std::min<uint32_t>(rep.ngroups, 64));
+      return "";
+    }
     ::waitpid(pid_, nullptr, 0);
     if (n != static_cast<ssize_t>(sizeof rep)) return ErrorJson("the container process died during set-up", EIO);
     return ErrorJson(rep.step, rep.err);
@@ -697,6 +733,7 @@ class Shim {
   long oom_before_ = 0;
   int64_t started_at_ = 0, finished_at_ = 0;
   std::string start_error_;
+  nlohmann::json user_;
 };
 
 int ReportError(const std::string& step, int err) {
@@ -752,7 +789,8 @@ int ContainerMode() {
     ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     Shim shim(std::move(*plan));
     std::string err = shim.Create();
-    std::string msg = err.empty() ? nlohmann::json{{"pid", shim.pid()}, {"shim_pid", ::getpid()}}.dump() : err;
+    std::string msg =
+        err.empty() ? nlohmann::json{{"pid", shim.pid()}, {"shim_pid", ::getpid()}, {"user", shim.user()}}.dump() : err;
     uint32_t len = static_cast<uint32_t>(msg.size());
     (void)!::write(rep[1], &len, sizeof len);
     (void)!::write(rep[1], msg.data(), msg.size());

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/file_util.h"
+#include "gmock/gmock.h"
 #include "nlohmann/json.hpp"
 #include "test/e2e/harness.h"
 #include "test/testing/fixture_registry.h"
@@ -286,6 +287,11 @@ TEST_F(ContainerTest, ConfinementAsSeenFromInside) {
   EXPECT_TRUE(absl::StrContains(out, "NoNewPrivs:\t1")) << out;
   // "user" is uid/gid 1000 in the busybox fixture's /etc/passwd and /etc/group.
   EXPECT_TRUE(absl::StrContains(out, "uid=1000(user) gid=1000(user) groups=1000(user),4242")) << out;
+  EXPECT_EQ(st.user().linux().uid(), 1000);
+  EXPECT_EQ(st.user().linux().gid(), 1000);
+  EXPECT_THAT(std::vector<int64_t>(st.user().linux().supplemental_groups().begin(),
+                                   st.user().linux().supplemental_groups().end()),
+              ::testing::ElementsAre(1000, 4242));
   EXPECT_TRUE(absl::StrContains(out, "F ro")) << out;
   std::string host = ::testing::UnitTest::GetInstance()->current_test_info()->name();
   EXPECT_TRUE(absl::StrContains(out, "F " + host)) << out;
@@ -579,6 +585,37 @@ TEST_F(ContainerTest, MountPropagationPrivateSlaveShared) {
   m->set_propagation(cri::PROPAGATION_BIDIRECTIONAL);
   std::string id;
   EXPECT_EQ(Create(cfg, &id).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ContainerTest, DevicesAndPrivilegedHostDevices) {
+  auto cfg = Config("dev", "ls -l /dev/xnull /dev/sub/zero | awk '{print $1, $5, $6}'; echo > /dev/xnull && echo wrote");
+  auto* d = cfg.add_devices();
+  d->set_host_path("/dev/null");
+  d->set_container_path("/dev/xnull");
+  d->set_permissions("rwm");
+  d = cfg.add_devices();
+  d->set_host_path("/dev/zero");
+  d->set_container_path("/dev/sub/zero");
+  std::string log;
+  cri::ContainerStatus st = RunToExit(cfg, &log);
+  EXPECT_EQ(st.exit_code(), 0) << log;
+  // ls sorts: /dev/sub/zero (1,5) before /dev/xnull (1,3).
+  EXPECT_EQ(Lines(log), "F crw-rw-rw- 1, 5\nF crw-rw-rw- 1, 3\nF wrote") << log;
+  std::string id;
+  cfg = Config("baddev", "true");
+  cfg.add_devices()->set_host_path("/etc/passwd");
+  EXPECT_EQ(Create(cfg, &id).error_code(), grpc::StatusCode::INVALID_ARGUMENT) << "not a device";
+  // Privileged: the host's devices (here /dev/kmsg, a char device every
+  // Linux host has) appear; an unprivileged container does not get them.
+  struct stat kst;
+  if (::stat("/dev/kmsg", &kst) != 0) return;
+  cfg = Config("privdev", "test -c /dev/kmsg && echo kmsg || echo none");
+  cfg.mutable_linux()->mutable_security_context()->set_privileged(true);
+  RunToExit(cfg, &log);
+  EXPECT_EQ(Lines(log), "F kmsg");
+  cfg = Config("plaindev", "test -c /dev/kmsg && echo kmsg || echo none");
+  RunToExit(cfg, &log);
+  EXPECT_EQ(Lines(log), "F none");
 }
 
 }  // namespace

@@ -367,6 +367,34 @@ TEST_F(PlanTest, RootPropagationFollowsTheMountsAndSourcesAreChecked) {
   EXPECT_TRUE(Build().ok()) << "a private mount may come from anywhere";
 }
 
+TEST_F(PlanTest, Devices) {
+  auto* d = cfg_.add_devices();
+  d->set_host_path("/dev/fuse");
+  d->set_container_path("/dev/myfuse");
+  EXPECT_EQ(Build().status().code(), absl::StatusCode::kInvalidArgument) << "no device reader";
+  in_.read_devices = [](const std::string& p) -> absl::StatusOr<std::vector<PlanDevice>> {
+    if (p == "/dev/fuse") return std::vector<PlanDevice>{{"/dev/fuse", 'c', 10, 229, 0666, 0, 0}};
+    if (p == "/dev/snd") return std::vector<PlanDevice>{{"/dev/snd/a", 'c', 116, 1, 0660, 0, 29}};
+    if (p == "/dev") return std::vector<PlanDevice>{{"/dev/kmsg", 'c', 1, 11, 0644, 0, 0}};
+    return absl::NotFoundError("no such device");
+  };
+  auto* snd = cfg_.add_devices();
+  snd->set_host_path("/dev/snd");
+  ContainerPlan p = MustBuild();
+  ASSERT_EQ(p.devices.size(), 2u);
+  EXPECT_EQ(p.devices[0], (PlanDevice{"/dev/myfuse", 'c', 10, 229, 0666, 0, 0}));
+  EXPECT_EQ(p.devices[1].path, "/dev/snd/a") << "no container path: the host path";
+  EXPECT_EQ(p.devices[1].gid, 29u);
+  Sc()->set_privileged(true);
+  p = MustBuild();
+  ASSERT_EQ(p.devices.size(), 3u) << "privileged: the host's devices too";
+  EXPECT_EQ(p.devices[0].path, "/dev/kmsg");
+  d->set_host_path("/dev/nope");
+  EXPECT_EQ(Build().status().code(), absl::StatusCode::kInvalidArgument);
+  d->set_host_path("relative");
+  EXPECT_EQ(Build().status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ContainerCgroupResources, CriFieldsMap) {
   cri::LinuxContainerResources r;
   CgroupResources none = ContainerCgroupResources(r);

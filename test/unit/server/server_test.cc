@@ -206,6 +206,9 @@ TEST(ContainerStore, MetadataRoundTripsAndNamesFollowCri) {
   c.dir = "/var/lib/crisp/containers/c0ffee";
   c.plan_json = "{}";
   c.stop_signal = "SIGQUIT";
+  c.uid = 1000;
+  c.gid = 1001;
+  c.groups = {1001, 5};
   auto back = ContainerFromJson(ContainerToJson(c));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(ContainerToJson(*back), ContainerToJson(c));

@@ -53,6 +53,7 @@
 #include "runtime/seccomp_profile.h"
 #include "runtime/shim/seccomp_load.h"
 #include "runtime/shim/shim.h"
+#include "runtime/shim/shim_util.h"
 #include "runtime/users.h"
 
 namespace crisp::shim {
@@ -81,16 +82,6 @@ int64_t NowNs() {
   struct timespec ts;
   ::clock_gettime(CLOCK_REALTIME, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-bool WriteFileStr(const std::string& path, const std::string& value) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  ssize_t n = ::write(fd, value.data(), value.size());
-  int e = errno;
-  ::close(fd);
-  errno = e;
-  return n == static_cast<ssize_t>(value.size());
 }
 
 // Reads a small file inside the (pivoted) root; "" if absent.
@@ -551,14 +542,14 @@ class Shim {
     start_w_ = start[1];
     // Into the container's cgroup before it runs anything of the image.
     for (const std::string& f : plan_.cgroup_procs) {
-      if (!WriteFileStr(f, std::to_string(pid_))) return Abort(ErrorJson("joining cgroup " + f, errno));
+      if (!WriteControlFile(f, std::to_string(pid_))) return Abort(ErrorJson("joining cgroup " + f, errno));
     }
     if (plan_.oom_score_adj) {
       // Lowering it below ours needs CAP_SYS_RESOURCE, which this machine may
       // deny: clamp to the current value as containerd's
       // restrict_oom_score_adj does (crispd clamps too; this is the backstop).
       std::string file = "/proc/" + std::to_string(pid_) + "/oom_score_adj";
-      if (!WriteFileStr(file, std::to_string(*plan_.oom_score_adj)) && errno != EACCES && errno != EPERM)
+      if (!WriteControlFile(file, std::to_string(*plan_.oom_score_adj)) && errno != EACCES && errno != EPERM)
         return Abort(ErrorJson("setting oom_score_adj", errno));
     }
     return WaitSetup();

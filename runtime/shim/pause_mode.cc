@@ -25,6 +25,7 @@
 
 #include "runtime/pause_plan.h"
 #include "runtime/shim/shim.h"
+#include "runtime/shim/shim_util.h"
 
 namespace crisp::shim {
 namespace {
@@ -42,16 +43,6 @@ struct SetupReport {
   std::snprintf(r.step, sizeof r.step, "%s", step.c_str());
   (void)!::write(report_fd, &r, sizeof r);
   _exit(1);
-}
-
-bool WriteFile(const std::string& path, const std::string& value) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  ssize_t n = ::write(fd, value.data(), value.size());
-  int e = errno;
-  ::close(fd);
-  errno = e;
-  return n == static_cast<ssize_t>(value.size());
 }
 
 void OnTerm(int) { _exit(0); }
@@ -98,7 +89,7 @@ void CloseFdsFrom(int from, int keep) {
     ChildFail(report_fd, "sethostname", errno);
   for (const auto& [path, value] : plan.sysctls) {
     if (path.find("..") != std::string::npos) ChildFail(report_fd, "sysctl " + path, EINVAL);
-    if (!WriteFile("/proc/sys/" + path, value)) ChildFail(report_fd, "sysctl " + path + "=" + value, errno);
+    if (!WriteControlFile("/proc/sys/" + path, value)) ChildFail(report_fd, "sysctl " + path + "=" + value, errno);
   }
   int last_cap = ReadCapLastCap();
 

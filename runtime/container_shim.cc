@@ -124,6 +124,11 @@ absl::StatusOr<int64_t> ShimStart(const std::string& shim_dir) {
   return rep.value("started_at", int64_t{0});
 }
 
+absl::Status ShimResize(const std::string& shim_dir, int width, int height) {
+  return Request(shim_dir, {{"op", "resize"}, {"width", width}, {"height", height}}, 5000, "resizing the terminal")
+      .status();
+}
+
 absl::Status ShimReopenLog(const std::string& shim_dir) {
   return Request(shim_dir, {{"op", "reopen"}}, 5000, "reopening the container log").status();
 }

@@ -32,6 +32,16 @@ absl::StatusOr<ShimProcesses> StartContainerShim(const std::string& shim_path, c
 // error (e.g. "executable file not found") otherwise.
 absl::StatusOr<int64_t> ShimStart(const std::string& shim_dir);
 
+// Sets the terminal size of a tty container (FAILED... INTERNAL "no
+// terminal" for one without).
+absl::Status ShimResize(const std::string& shim_dir, int width, int height);
+
+// Attach: `<shim_dir>/attach.sock` (SOCK_STREAM). A client receives every
+// output chunk framed as 1 byte stream (1 stdout, 2 stderr) + 4 bytes
+// big-endian length + the bytes, and what it sends goes to the container's
+// stdin (or terminal). With stdin_once, the first client's disconnect closes
+// the container's stdin.
+
 // Makes the shim reopen the container's log file (after rotation).
 absl::Status ShimReopenLog(const std::string& shim_dir);
 

@@ -556,7 +556,7 @@ class Shim {
   }
 
   // Runs the event loop until C exits; returns the shim's exit code.
-  int Serve(int listen_fd) {
+  int Serve(int listen_fd, int attach_fd) {
     int sfd = sigfd_;
     int ep = ::epoll_create1(EPOLL_CLOEXEC);
     auto add = [&](int fd) {
@@ -568,6 +568,7 @@ class Shim {
     };
     add(sfd);
     add(listen_fd);
+    add(attach_fd);
     add(out_fd_);
     add(err_fd_);
     bool exited = false;
@@ -595,16 +596,27 @@ class Shim {
         } else if (fd == listen_fd) {
           int c = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
           if (c >= 0) HandleCtl(c);
+        } else if (fd == attach_fd) {
+          int c = ::accept4(attach_fd, nullptr, nullptr, SOCK_CLOEXEC);
+          if (c >= 0) {
+            clients_.push_back(c);
+            add(c);
+          }
         } else if (fd == out_fd_ || fd == err_fd_) {
           if (!Pump(fd)) {
             ::epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
             ::close(fd);
             (fd == out_fd_ ? out_fd_ : err_fd_) = -1;
           }
+        } else if (!FromClient(fd)) {
+          ::epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
+          DropClient(fd);
         }
       }
     }
     log_.FlushAll();
+    for (int c : clients_) ::close(c);  // attached clients see EOF
+    clients_.clear();
     runtime::ExitRecord rec;
     if (!runtime::ExitRecordFromWaitStatus(status, &rec)) rec.exit_code = 255;
     rec.pid = pid_;
@@ -665,7 +677,50 @@ class Shim {
     }
     log_.Write(fd == err_fd_ ? runtime::Stream::kStderr : runtime::Stream::kStdout, buf,
                static_cast<size_t>(n));
+    ToClients(fd == err_fd_ ? 2 : 1, buf, static_cast<size_t>(n));
     return true;
+  }
+
+  // Attached clients get every output chunk as a frame: 1 byte stream
+  // (1 stdout, 2 stderr), 4 bytes big-endian length, the bytes. A client
+  // that cannot take a frame at once loses it (the log has everything).
+  void ToClients(uint8_t stream, const char* data, size_t n) {
+    if (clients_.empty()) return;
+    std::string frame(5 + n, '\0');
+    frame[0] = static_cast<char>(stream);
+    for (int i = 0; i < 4; ++i) frame[1 + i] = static_cast<char>((n >> (24 - 8 * i)) & 0xff);
+    std::memcpy(frame.data() + 5, data, n);
+    for (int c : clients_) (void)::send(c, frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
+
+  // Input from an attached client goes to the container's stdin. False at
+  // the client's EOF.
+  bool FromClient(int c) {
+    char buf[32768];
+    ssize_t n = ::recv(c, buf, sizeof buf, 0);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+    if (n <= 0) return false;
+    int in = plan_.tty ? out_fd_ : stdin_w_;
+    if (in < 0) return true;  // no stdin: input is dropped
+    size_t off = 0;
+    while (off < static_cast<size_t>(n)) {
+      ssize_t w = ::write(in, buf + off, static_cast<size_t>(n) - off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) break;
+      off += static_cast<size_t>(w);
+    }
+    return true;
+  }
+
+  // A client detached. With stdin_once, the first detach closes the
+  // container's stdin (it sees EOF), as kubelet's `stdinOnce` means.
+  void DropClient(int c) {
+    ::close(c);
+    std::erase(clients_, c);
+    if (plan_.stdin_once && stdin_w_ >= 0) {
+      ::close(stdin_w_);
+      stdin_w_ = -1;
+    }
   }
 
   void HandleCtl(int c) {
@@ -678,6 +733,16 @@ class Shim {
       std::string op = req.is_object() ? req.value("op", "") : "";
       if (op == "start") {
         reply = Start();
+      } else if (op == "resize") {
+        struct winsize ws = {};
+        ws.ws_row = static_cast<unsigned short>(req.value("height", 0));
+        ws.ws_col = static_cast<unsigned short>(req.value("width", 0));
+        if (!plan_.tty || out_fd_ < 0) {
+          reply = ErrorJson("the container has no terminal", ENOTTY);
+        } else {
+          reply = ::ioctl(out_fd_, TIOCSWINSZ, &ws) == 0 ? nlohmann::json{{"ok", true}}.dump()
+                                                          : ErrorJson("resizing the terminal", errno);
+        }
       } else if (op == "reopen") {
         int e = log_.Reopen();
         reply = e == 0 ? nlohmann::json{{"ok", true}}.dump() : ErrorJson("reopening the log", e);
@@ -725,6 +790,7 @@ class Shim {
   int64_t started_at_ = 0, finished_at_ = 0;
   std::string start_error_;
   nlohmann::json user_;
+  std::vector<int> clients_;  // attached to attach.sock
 };
 
 int ReportError(const std::string& step, int err) {
@@ -762,6 +828,16 @@ int ContainerMode() {
   if (lfd < 0 || ::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(lfd, 16) != 0)
     return ReportError("listening on " + plan->shim_dir + "/ctl.sock", errno);
   ::chmod(ctl.c_str(), 0600);
+  // attach.sock: stream clients get the output (framed) and feed stdin.
+  std::string att = FdPath(dirfd) + "/attach.sock";
+  int afd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un aaddr = {};
+  aaddr.sun_family = AF_UNIX;
+  std::memcpy(aaddr.sun_path, att.c_str(), att.size());
+  ::unlink(att.c_str());
+  if (afd < 0 || ::bind(afd, reinterpret_cast<sockaddr*>(&aaddr), sizeof aaddr) != 0 || ::listen(afd, 16) != 0)
+    return ReportError("listening on " + plan->shim_dir + "/attach.sock", errno);
+  ::chmod(att.c_str(), 0600);
   ::close(dirfd);
 
   int rep[2];
@@ -787,10 +863,11 @@ int ContainerMode() {
     (void)!::write(rep[1], msg.data(), msg.size());
     ::close(rep[1]);
     if (!err.empty()) _exit(1);
-    _exit(shim.Serve(lfd));
+    _exit(shim.Serve(lfd, afd));
   }
   ::close(rep[1]);
   ::close(lfd);
+  ::close(afd);
   uint32_t len = 0;
   std::string msg;
   if (::read(rep[0], &len, sizeof len) == sizeof len && len < (1u << 20)) {

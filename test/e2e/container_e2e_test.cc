@@ -4,11 +4,15 @@
 // container writes what it sees to its log), and recovery across a SIGKILL
 // of crispd. The harness's leak check (mounts, cgroups, shims, files) runs
 // around every test.
+#include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -616,6 +620,78 @@ TEST_F(ContainerTest, DevicesAndPrivilegedHostDevices) {
   cfg = Config("plaindev", "test -c /dev/kmsg && echo kmsg || echo none");
   RunToExit(cfg, &log);
   EXPECT_EQ(Lines(log), "F none");
+}
+
+// The shim's attach socket: output frames out, stdin in; stdin_once closes
+// the container's stdin when the client goes.
+TEST_F(ContainerTest, AttachSocketAndStdinOnce) {
+  auto cfg = Config("attach", "echo ready; cat; echo cat-done");
+  cfg.set_stdin(true);
+  cfg.set_stdin_once(true);
+  std::string id;
+  ASSERT_TRUE(Create(cfg, &id).ok());
+  std::string dir = daemon_->state() + "/containers/" + id;
+  int dfd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(dfd, 0);
+  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::string path = "/proc/self/fd/" + std::to_string(dfd) + "/attach.sock";
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  ASSERT_EQ(::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
+  ::close(dfd);
+  ASSERT_TRUE(Start(id).ok());
+  // Read frames until `want` has been seen on stdout.
+  std::string got;
+  auto read_until = [&](const std::string& want) {
+    struct timeval tv = {5, 0};
+    ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    while (got.find(want) == std::string::npos) {
+      unsigned char hdr[5];
+      if (::recv(s, hdr, 5, MSG_WAITALL) != 5) return false;
+      uint32_t len = (uint32_t{hdr[1]} << 24) | (uint32_t{hdr[2]} << 16) | (uint32_t{hdr[3]} << 8) | hdr[4];
+      std::string data(len, '\0');
+      if (len && ::recv(s, data.data(), len, MSG_WAITALL) != static_cast<ssize_t>(len)) return false;
+      if (hdr[0] == 1) got += data;
+    }
+    return true;
+  };
+  ASSERT_TRUE(read_until("ready\n")) << got;
+  ASSERT_EQ(::send(s, "hello\n", 6, MSG_NOSIGNAL), 6);
+  ASSERT_TRUE(read_until("hello\n")) << got;
+  ::close(s);  // stdin_once: cat sees EOF
+  cri::ContainerStatus st = WaitExited(id, 10);
+  EXPECT_EQ(st.state(), cri::CONTAINER_EXITED);
+  EXPECT_EQ(st.exit_code(), 0);
+  EXPECT_EQ(Lines(ReadFile(st.log_path()).value_or("")), "F ready\nF hello\nF cat-done");
+  EXPECT_TRUE(Remove(id).ok());
+}
+
+TEST_F(ContainerTest, TtyResizeThroughTheShim) {
+  auto cfg = Config("resize", "sleep 1; stty size");
+  cfg.set_tty(true);
+  std::string id;
+  ASSERT_TRUE(Create(cfg, &id).ok());
+  ASSERT_TRUE(Start(id).ok());
+  std::string dir = daemon_->state() + "/containers/" + id;
+  int dfd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(dfd, 0);
+  int s = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::string path = "/proc/self/fd/" + std::to_string(dfd) + "/ctl.sock";
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  ASSERT_EQ(::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
+  ::close(dfd);
+  std::string req = R"({"op":"resize","width":123,"height":45})";
+  ASSERT_EQ(::send(s, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  char buf[512] = {};
+  ASSERT_GT(::recv(s, buf, sizeof buf - 1, 0), 0);
+  ::close(s);
+  EXPECT_TRUE(absl::StrContains(buf, "\"ok\":true")) << buf;
+  cri::ContainerStatus st = WaitExited(id, 10);
+  EXPECT_EQ(Lines(ReadFile(st.log_path()).value_or("")), "F 45 123\r");
+  EXPECT_TRUE(Remove(id).ok());
 }
 
 }  // namespace

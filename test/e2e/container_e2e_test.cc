@@ -300,7 +300,7 @@ TEST_F(ContainerTest, ConfinementAsSeenFromInside) {
   std::string host = ::testing::UnitTest::GetInstance()->current_test_info()->name();
   EXPECT_TRUE(absl::StrContains(out, "F " + host)) << out;
   EXPECT_TRUE(absl::StrContains(out, "F shm")) << out;
-  EXPECT_TRUE(absl::StrContains(out, "F pid=1")) << "own PID namespace: " << out;
+  EXPECT_TRUE(absl::StrContains(out + "\n", "F pid=1\n")) << "own PID namespace: " << out;
 }
 
 TEST_F(ContainerTest, RootGetsTheDefaultCapabilitiesAndMaskedPaths) {
@@ -450,7 +450,7 @@ TEST_F(ContainerTest, HostPidNamespaceSeesHostProcesses) {
   cri::ContainerStatus st = RunToExit(cfg, &log);
   std::string out = Lines(log);
   EXPECT_FALSE(absl::StrContains(out, "F 0\n")) << "crispd is visible: " << out;
-  EXPECT_FALSE(absl::StrContains(out, "F pid=1")) << out;
+  EXPECT_FALSE(absl::StrContains(out + "\n", "F pid=1\n")) << out;  // the whole line: pid=15622 is fine
 }
 
 TEST_F(ContainerTest, ReopenContainerLogAfterRotation) {

@@ -15,6 +15,7 @@
 #include "common/reaper.h"
 #include "common/status.h"
 #include "common/unique_fd.h"
+#include "runtime/shim_spawn.h"
 
 namespace crisp::runtime {
 namespace {
@@ -74,31 +75,8 @@ absl::StatusOr<nlohmann::json> Request(const std::string& shim_dir, const nlohma
 }  // namespace
 
 absl::StatusOr<ShimProcesses> StartContainerShim(const std::string& shim_path, const ContainerPlan& plan) {
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return ErrnoStatus(errno, "socketpair");
-  UniqueFd ours(sv[0]), theirs(sv[1]);
-  std::string plan_json = ContainerPlanToJson(plan);
-  int sndbuf = static_cast<int>(plan_json.size() + 4096);
-  ::setsockopt(ours.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
-  ::setsockopt(theirs.get(), SOL_SOCKET, SO_RCVBUF, &sndbuf, sizeof sndbuf);
-  auto shim = Reaper::Spawn({.argv = {shim_path, "container"}, .extra_fds = {theirs.get()}, .new_session = true});
-  if (!shim.ok()) return Annotate(shim.status(), "starting crisp-shim");
-  theirs.reset();
-  auto fail = [&](absl::Status s) -> absl::Status {
-    ::kill(*shim, SIGKILL);
-    (void)Reaper::Wait(*shim, absl::Seconds(5));
-    return s;
-  };
-  if (::send(ours.get(), plan_json.data(), plan_json.size(), MSG_NOSIGNAL) < 0)
-    return fail(ErrnoStatus(errno, "sending the plan to crisp-shim"));
-  auto text = Recv(ours.get(), kCreateTimeoutMs, "creating the container");
-  // The first shim process exits right after reporting.
-  auto st = Reaper::Wait(*shim, absl::Seconds(5));
-  if (!st.ok()) {
-    ::kill(*shim, SIGKILL);
-    (void)Reaper::Wait(*shim, absl::Seconds(5));
-  }
-  if (!text.ok()) return text.status();
+  auto text = RunShimForReport(shim_path, "container", ContainerPlanToJson(plan), kCreateTimeoutMs);
+  if (!text.ok()) return Annotate(text.status(), "creating the container");
   nlohmann::json rep = nlohmann::json::parse(*text, nullptr, false);
   if (!rep.is_object()) return absl::InternalError("crisp-shim sent a malformed report");
   if (rep.contains("error")) return ReportStatus(rep, "creating the container");

@@ -1,0 +1,62 @@
+#include "runtime/shim_spawn.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "common/reaper.h"
+#include "common/status.h"
+#include "common/unique_fd.h"
+
+namespace crisp::runtime {
+
+absl::StatusOr<std::string> RunShimForReport(const std::string& shim_path, const std::string& mode,
+                                             const std::string& plan_json, int timeout_ms) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return ErrnoStatus(errno, "socketpair");
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  // A plan larger than the default socket buffer must still go in one record.
+  int buf = static_cast<int>(plan_json.size() + 4096);
+  ::setsockopt(ours.get(), SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+  ::setsockopt(theirs.get(), SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+  auto shim = Reaper::Spawn({.argv = {shim_path, mode}, .extra_fds = {theirs.get()}, .new_session = true});
+  if (!shim.ok()) return Annotate(shim.status(), "starting crisp-shim");
+  theirs.reset();
+  auto reap = [&](bool kill_first) {
+    if (kill_first) ::kill(*shim, SIGKILL);
+    auto st = Reaper::Wait(*shim, absl::Seconds(5));
+    if (!st.ok() && !kill_first) {
+      ::kill(*shim, SIGKILL);
+      st = Reaper::Wait(*shim, absl::Seconds(5));
+    }
+    return st;
+  };
+  if (::send(ours.get(), plan_json.data(), plan_json.size(), MSG_NOSIGNAL) < 0) {
+    absl::Status s = ErrnoStatus(errno, "sending the plan to crisp-shim");
+    (void)reap(true);
+    return s;
+  }
+  struct pollfd p = {ours.get(), POLLIN, 0};
+  int r;
+  do r = ::poll(&p, 1, timeout_ms);
+  while (r < 0 && errno == EINTR);
+  if (r == 0) {
+    (void)reap(true);
+    return absl::DeadlineExceededError(
+        absl::StrCat("crisp-shim ", mode, " did not report within ", timeout_ms / 1000, "s"));
+  }
+  std::string report(1 << 16, '\0');
+  ssize_t n = ::recv(ours.get(), report.data(), report.size(), 0);
+  // The first shim process exits right after reporting.
+  auto st = reap(false);
+  if (n <= 0)
+    return absl::InternalError(absl::StrCat("crisp-shim ", mode, " exited without a report (",
+                                            st.ok() ? DescribeWaitStatus(*st) : "still running", ")"));
+  report.resize(static_cast<size_t>(n));
+  return report;
+}
+
+}  // namespace crisp::runtime

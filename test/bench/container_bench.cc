@@ -124,15 +124,8 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  if (std::string why = testing::FixtureRegistries::SkipReason(); !why.empty()) {
-    std::fprintf(stderr, "cannot run the fixture registries: %s\n", why.c_str());
-    return 1;
-  }
-  auto reg = testing::FixtureRegistries::Start(CRISP_FIXTURES_DIR, CRISP_FIXTURE_CACHE);
-  if (!reg.ok()) {
-    std::fprintf(stderr, "%s\n", reg.status().ToString().c_str());
-    return 1;
-  }
+  auto reg = testing::FixtureRegistries::StartOrExplain();
+  if (!reg) return 1;
   DaemonOptions o;
   o.log_level = log_level;  // debug logs "create steps:" per container
   o.bridge = "crispbench0";
@@ -140,7 +133,7 @@ int Main(int argc, char** argv) {
   bench::Target t;
   if (!t.Open(endpoint, o)) return t.Close(1);
   CriClient* c = t.client;
-  std::string image = (*reg)->Open("crisp/busybox:latest");
+  std::string image = reg->Open("crisp/busybox:latest");
   cri::PullImageRequest preq;
   preq.mutable_image()->set_image(image);
   cri::PullImageResponse presp;

@@ -113,18 +113,11 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "--n and --variants must be >= 1\n");
     return 2;
   }
-  if (std::string why = testing::FixtureRegistries::SkipReason(); !why.empty()) {
-    std::fprintf(stderr, "cannot run the fixture registries: %s\n", why.c_str());
-    return 1;
-  }
-  auto reg = testing::FixtureRegistries::Start(CRISP_FIXTURES_DIR, CRISP_FIXTURE_CACHE);
-  if (!reg.ok()) {
-    std::fprintf(stderr, "%s\n", reg.status().ToString().c_str());
-    return 1;
-  }
+  auto reg = testing::FixtureRegistries::StartOrExplain();
+  if (!reg) return 1;
   std::string pushed = RunCapture({"/bin/bash", "-c",
-                                   absl::StrCat(CRISP_FIXTURES_DIR, "/push-variants.sh ", (*reg)->cache(),
-                                                "/oci ", (*reg)->open(), " ", variants, " && echo ok")});
+                                   absl::StrCat(CRISP_FIXTURES_DIR, "/push-variants.sh ", reg->cache(),
+                                                "/oci ", reg->open(), " ", variants, " && echo ok")});
   if (pushed != "ok\n") {
     std::fprintf(stderr, "push-variants.sh failed\n");
     return 1;
@@ -142,7 +135,7 @@ int Main(int argc, char** argv) {
   std::set<std::string> live;
   int rc = 0;
   try {
-    Measure(c, **reg, n, variants, s, live);
+    Measure(c, *reg, n, variants, s, live);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
     if (t.daemon) std::fprintf(stderr, "crispd log tail:\n%s", t.daemon->LogTail().c_str());
@@ -156,7 +149,7 @@ int Main(int argc, char** argv) {
   }
   if (rc == 0) {
     std::printf("runtime: %s %s via %s\nregistry: docker-registry on %s, %ld cores\n\n",
-                t.version.runtime_name().c_str(), t.version.runtime_version().c_str(), t.where.c_str(), (*reg)->open().c_str(), sysconf(_SC_NPROCESSORS_ONLN));
+                t.version.runtime_name().c_str(), t.version.runtime_version().c_str(), t.where.c_str(), reg->open().c_str(), sysconf(_SC_NPROCESSORS_ONLN));
     bench::PrintTable(s);
     if (t.daemon && log_level == "debug")
       std::printf("\n%s", RunCapture({"/bin/grep", "-E", "pull steps", t.daemon->dir() + "/crispd.log"}).c_str());

@@ -142,6 +142,19 @@ absl::StatusOr<std::unique_ptr<FixtureRegistries>> FixtureRegistries::Start(cons
   return r;
 }
 
+std::unique_ptr<FixtureRegistries> FixtureRegistries::StartOrExplain() {
+  if (std::string why = SkipReason(); !why.empty()) {
+    std::fprintf(stderr, "cannot run the fixture registries: %s\n", why.c_str());
+    return nullptr;
+  }
+  auto r = Start(CRISP_FIXTURES_DIR, CRISP_FIXTURE_CACHE);
+  if (!r.ok()) {
+    std::fprintf(stderr, "%s\n", r.status().ToString().c_str());
+    return nullptr;
+  }
+  return std::move(*r);
+}
+
 FixtureRegistries::~FixtureRegistries() {
   if (work_.empty()) return;
   StopRegistry(fixtures_, open_dir_);

@@ -31,6 +31,10 @@ class FixtureRegistries {
   // are also stopped if this process dies (WATCH_PID).
   static absl::StatusOr<std::unique_ptr<FixtureRegistries>> Start(const std::string& fixtures_dir,
                                                                    const std::string& cache_dir);
+  // For tools (benchmarks): Start() with this build's fixture scripts and
+  // cache; prints why not to stderr and returns null when it cannot.
+  static std::unique_ptr<FixtureRegistries> StartOrExplain();
+
   // Stops the registries and deletes the copies.
   ~FixtureRegistries();
 

@@ -189,19 +189,24 @@ std::string DirFor(const CgroupLayout& l, const std::string& ctrl, const std::st
   return it == l.v1_roots.end() ? "" : JoinPath(it->second, path);
 }
 
-}  // namespace
-
-absl::Status CgroupManager::Create(const std::string& path, const CgroupResources& res) {
-  RETURN_IF_ERROR(ValidatePath(path));
-  // Validate everything Update() would reject before creating anything.
+// What Update() would reject, checked before anything is created or written.
+absl::Status ValidateResources(const CgroupLayout& layout, const CgroupResources& res) {
   for (const auto& [k, v] : res.unified) {
-    if (!layout_.v2) return absl::InvalidArgumentError("unified cgroup settings need cgroup v2");
+    if (!layout.v2) return absl::InvalidArgumentError("unified cgroup settings need cgroup v2");
     if (!IsPlainName(k))
       return absl::InvalidArgumentError(absl::StrCat("invalid unified cgroup key \"", k, "\""));
   }
   for (const auto& [size, limit] : res.hugepage_limits)
     if (!IsPlainName(size))
       return absl::InvalidArgumentError(absl::StrCat("invalid hugepage size \"", size, "\""));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CgroupManager::Create(const std::string& path, const CgroupResources& res) {
+  RETURN_IF_ERROR(ValidatePath(path));
+  RETURN_IF_ERROR(ValidateResources(layout_, res));
 
   std::vector<std::string> created;
   auto rollback = [&] {
@@ -260,14 +265,7 @@ absl::Status CgroupManager::Update(const std::string& path, const CgroupResource
     if (dir.empty()) return absl::OkStatus();  // controller not mounted: nothing to limit with
     return writer_->Write(JoinPath(dir, file), value);
   };
-  for (const auto& [k, v] : res.unified) {
-    if (!layout_.v2) return absl::InvalidArgumentError("unified cgroup settings need cgroup v2");
-    if (!IsPlainName(k))
-      return absl::InvalidArgumentError(absl::StrCat("invalid unified cgroup key \"", k, "\""));
-  }
-  for (const auto& [size, limit] : res.hugepage_limits)
-    if (!IsPlainName(size))
-      return absl::InvalidArgumentError(absl::StrCat("invalid hugepage size \"", size, "\""));
+  RETURN_IF_ERROR(ValidateResources(layout_, res));
 
   if (layout_.v2) {
     if (res.cpu_shares && *res.cpu_shares > 0)

@@ -103,6 +103,10 @@ struct ContainerPlan {
   std::string log_path;  // CRI log file (host path); "" = discard output
   // The shim's own directory: ctl.sock, attach.sock, exit.json.
   std::string shim_dir;
+  // Exec mode only (`crisp-shim exec`): the host pid of the running
+  // container's process whose namespaces the command joins. args/tty/
+  // stdin_open then describe the exec'd command; the rootfs fields are unused.
+  int exec_pid = 0;
 };
 
 // --- JSON (wire form) -------------------------------------------------------
@@ -184,6 +188,7 @@ inline std::string ContainerPlanToJson(const ContainerPlan& p) {
                       {"log_path", p.log_path},
                       {"shim_dir", p.shim_dir}};
   if (p.oom_score_adj) j["oom_score_adj"] = *p.oom_score_adj;
+  if (p.exec_pid) j["exec_pid"] = p.exec_pid;
   return j.dump();
 }
 
@@ -234,6 +239,7 @@ inline std::optional<ContainerPlan> ParseContainerPlan(const std::string& text) 
     p.stdin_once = j.value("stdin_once", false);
     p.log_path = j.value("log_path", "");
     p.shim_dir = j.at("shim_dir").get<std::string>();
+    p.exec_pid = j.value("exec_pid", 0);
     if (p.args.empty() || p.rootfs.empty() || p.shim_dir.empty()) return std::nullopt;
     return p;
   } catch (const nlohmann::json::exception&) {

@@ -13,8 +13,8 @@
 
 namespace crisp::runtime {
 
-absl::StatusOr<std::string> RunShimForReport(const std::string& shim_path, const std::string& mode,
-                                             const std::string& plan_json, int timeout_ms) {
+absl::StatusOr<SpawnedShim> SpawnShimWithPlan(const std::string& shim_path, const std::string& mode,
+                                              const std::string& plan_json, const std::vector<int>& extra_fds) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return ErrnoStatus(errno, "socketpair");
   UniqueFd ours(sv[0]), theirs(sv[1]);
@@ -22,9 +22,26 @@ absl::StatusOr<std::string> RunShimForReport(const std::string& shim_path, const
   int buf = static_cast<int>(plan_json.size() + 4096);
   ::setsockopt(ours.get(), SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
   ::setsockopt(theirs.get(), SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
-  auto shim = Reaper::Spawn({.argv = {shim_path, mode}, .extra_fds = {theirs.get()}, .new_session = true});
+  std::vector<int> fds = {theirs.get()};
+  fds.insert(fds.end(), extra_fds.begin(), extra_fds.end());
+  auto shim = Reaper::Spawn({.argv = {shim_path, mode}, .extra_fds = fds, .new_session = true});
   if (!shim.ok()) return Annotate(shim.status(), "starting crisp-shim");
   theirs.reset();
+  if (::send(ours.get(), plan_json.data(), plan_json.size(), MSG_NOSIGNAL) < 0) {
+    absl::Status s = ErrnoStatus(errno, "sending the plan to crisp-shim");
+    ::kill(*shim, SIGKILL);
+    (void)Reaper::Wait(*shim, absl::Seconds(5));
+    return s;
+  }
+  return SpawnedShim{*shim, std::move(ours)};
+}
+
+absl::StatusOr<std::string> RunShimForReport(const std::string& shim_path, const std::string& mode,
+                                             const std::string& plan_json, int timeout_ms) {
+  auto spawned = SpawnShimWithPlan(shim_path, mode, plan_json);
+  if (!spawned.ok()) return spawned.status();
+  const pid_t* shim = &spawned->pid;
+  UniqueFd& ours = spawned->plan_socket;
   auto reap = [&](bool kill_first) {
     if (kill_first) ::kill(*shim, SIGKILL);
     auto st = Reaper::Wait(*shim, absl::Seconds(5));
@@ -34,11 +51,6 @@ absl::StatusOr<std::string> RunShimForReport(const std::string& shim_path, const
     }
     return st;
   };
-  if (::send(ours.get(), plan_json.data(), plan_json.size(), MSG_NOSIGNAL) < 0) {
-    absl::Status s = ErrnoStatus(errno, "sending the plan to crisp-shim");
-    (void)reap(true);
-    return s;
-  }
   struct pollfd p = {ours.get(), POLLIN, 0};
   int r;
   do r = ::poll(&p, 1, timeout_ms);

@@ -17,6 +17,7 @@
 #include "netcni/cni.h"
 #include "podsandbox/controller.h"
 #include "runtime/cgroups.h"
+#include "runtime/container_plan.h"
 #include "server/config.h"
 #include "server/container_store.h"
 #include "server/name_registry.h"
@@ -59,6 +60,7 @@ class CriService {
   absl::Status UpdateContainerResources(const cri::UpdateContainerResourcesRequest& req,
                                         cri::UpdateContainerResourcesResponse* resp);
   absl::Status ReopenContainerLog(const cri::ReopenContainerLogRequest& req, cri::ReopenContainerLogResponse* resp);
+  absl::Status ExecSync(const cri::ExecSyncRequest& req, cri::ExecSyncResponse* resp);
 
   // Images.
   absl::Status PullImage(const cri::PullImageRequest& req, cri::PullImageResponse* resp);
@@ -91,6 +93,9 @@ class CriService {
   // With the container's op_mu held.
   absl::Status StopContainerLocked(ContainerEntry& e, Container& c, int64_t timeout_s);
   absl::Status RemoveContainerLocked(ContainerEntry& e, Container& c);
+  absl::StatusOr<runtime::ContainerPlan> ExecPlan(const std::string& id,
+                                                  const google::protobuf::RepeatedPtrField<std::string>& cmd, bool tty,
+                                                  bool stdin);
   // Stops (or removes) every container of a sandbox; returns the first error.
   absl::Status ForEachContainerOf(const std::string& sandbox_id, bool remove);
 

@@ -93,7 +93,7 @@ class RuntimeServiceImpl final : public cri::RuntimeService::Service {
   CRISP_RPC(ContainerStatus)
   CRISP_RPC(UpdateContainerResources)
   CRISP_RPC(ReopenContainerLog)
-  CRISP_TODO(ExecSync, ExecSyncRequest, ExecSyncResponse)
+  CRISP_RPC(ExecSync)
   CRISP_TODO(Exec, ExecRequest, ExecResponse)
   CRISP_TODO(Attach, AttachRequest, AttachResponse)
   CRISP_TODO(PortForward, PortForwardRequest, PortForwardResponse)

@@ -43,6 +43,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -51,50 +52,17 @@
 #include "runtime/cri_log.h"
 #include "runtime/exit_record.h"
 #include "runtime/seccomp_profile.h"
+#include "runtime/shim/process_setup.h"
 #include "runtime/shim/seccomp_load.h"
 #include "runtime/shim/shim.h"
 #include "runtime/shim/shim_util.h"
+#include "runtime/stdio_frame.h"
 #include "runtime/users.h"
 
 namespace crisp::shim {
 namespace {
 
 constexpr int kPlanFd = 3;
-
-// What C (or B) reports about a failed step.
-struct StepReport {
-  int err;  // 0 = fine
-  char step[240];
-  // With the "ready" report (err 0): who the process runs as.
-  uint32_t uid, gid, ngroups;
-  uint32_t groups[64];
-};
-
-[[noreturn]] void Fail(int fd, const std::string& step, int err) {
-  StepReport r = {};
-  r.err = err ? err : EIO;
-  std::snprintf(r.step, sizeof r.step, "%s", step.c_str());
-  (void)!::write(fd, &r, sizeof r);
-  _exit(127);
-}
-
-int64_t NowNs() {
-  struct timespec ts;
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-// Reads a small file inside the (pivoted) root; "" if absent.
-std::string ReadSmallFile(const std::string& path) {
-  std::string out;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return out;
-  char buf[8192];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0 && out.size() < (4u << 20)) out.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  return out;
-}
 
 // The oom_kill counter of a memory.oom_control (v1) or memory.events (v2) file.
 long OomKills(const std::string& file) {
@@ -158,8 +126,6 @@ int OpenInRoot(int root_fd, const std::string& dest, bool file) {
     pos = slash + 1;
   }
 }
-
-std::string FdPath(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 // Mounts `m` inside the rootfs (C, before pivot_root).
 void DoMount(int report, int root_fd, const runtime::PlanMount& m) {
@@ -254,40 +220,6 @@ void MakeDevice(int report, int root_fd, const runtime::PlanDevice& d) {
       ::fchmodat(dfd, name.c_str(), d.mode & 07777, 0) != 0)
     Fail(report, what + ": owner and mode", errno);
   ::close(dfd);
-}
-
-// Looks up args[0] in the container's PATH (after pivot_root); "" if none.
-std::string FindExecutable(const std::string& name, const std::vector<std::string>& env) {
-  if (name.find('/') != std::string::npos) return name;
-  std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-  for (const std::string& e : env)
-    if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
-  size_t start = 0;
-  for (;;) {
-    size_t colon = path.find(':', start);
-    std::string dir = path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
-    if (dir.empty()) dir = ".";
-    std::string cand = dir + "/" + name;
-    struct stat st;
-    if (::stat(cand.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(cand.c_str(), X_OK) == 0) return cand;
-    if (colon == std::string::npos) break;
-    start = colon + 1;
-  }
-  return "";
-}
-
-void CloseFdsExcept(const std::vector<int>& keep) {
-  int max = 3;
-  for (int k : keep) max = std::max(max, k + 1);
-  for (int fd = 3; fd < max; ++fd) {
-    bool kept = false;
-    for (int k : keep) kept |= k == fd;
-    if (!kept) ::close(fd);
-  }
-  if (::syscall(SYS_close_range, max, ~0U, 0) != 0) {
-    long lim = ::sysconf(_SC_OPEN_MAX);
-    for (long fd = max; fd < (lim > 0 ? lim : 65536); ++fd) ::close(static_cast<int>(fd));
-  }
 }
 
 struct ChildFds {
@@ -394,49 +326,8 @@ struct ChildFds {
     Fail(report, "setting up stdio", errno);
   CloseFdsExcept({report, fds.start});
 
-  // The user, resolved in the container's own /etc/passwd and /etc/group.
-  runtime::UserRequest ureq;
-  ureq.run_as_user = plan.user.uid;
-  ureq.run_as_username = plan.user.username;
-  ureq.run_as_group = plan.user.gid;
-  ureq.supplemental_groups = plan.user.supplemental_groups;
-  ureq.image_user = plan.user.image_user;
   runtime::ResolvedUser user;
-  std::string error;
-  if (!runtime::ResolveUser(ureq, ReadSmallFile("/etc/passwd"), ReadSmallFile("/etc/group"), &user, &error))
-    Fail(report, "resolving the user: " + error, EINVAL);
-
-  // seccomp: as late as possible (right before exec) when no_new_privs lets
-  // an unprivileged process install it; without no_new_privs installing it
-  // needs CAP_SYS_ADMIN, so it goes in now, before capabilities are dropped
-  // (runc's order). The rest of the set-up then runs under the filter.
-  runtime::SeccompProfile profile;
-  const bool seccomp = !plan.privileged && !plan.seccomp_json.empty();
-  if (seccomp && !runtime::SeccompProfileFromJson(plan.seccomp_json, &profile, &error))
-    Fail(report, "seccomp profile: " + error, EINVAL);
-  if (seccomp && !plan.no_new_privs && !runtime::LoadSeccompProfile(profile, &error))
-    Fail(report, "loading seccomp: " + error, EINVAL);
-
-  runtime::CapSets caps;
-  caps.bounding = plan.caps.bounding;
-  caps.effective = plan.caps.effective;
-  caps.permitted = plan.caps.permitted;
-  caps.inheritable = plan.caps.inheritable;
-  caps.ambient = plan.caps.ambient;
-  // The bounding set shrinks while we still have CAP_SETPCAP; the permitted
-  // set is kept across the uid change; capset follows.
-  if (!runtime::DropBoundingSet(caps, &error)) Fail(report, "capabilities: " + error, EPERM);
-  if (::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) Fail(report, "PR_SET_KEEPCAPS", errno);
-  if (::setgroups(user.additional_gids.size(), user.additional_gids.data()) != 0) Fail(report, "setgroups", errno);
-  if (::setresgid(user.gid, user.gid, user.gid) != 0) Fail(report, "setgid", errno);
-  if (::setresuid(user.uid, user.uid, user.uid) != 0) Fail(report, "setuid", errno);
-  if (::prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0) Fail(report, "clearing PR_SET_KEEPCAPS", errno);
-  if (!runtime::ApplyCapabilities(caps, &error)) Fail(report, "capabilities: " + error, EPERM);
-
-  std::vector<std::string> env = plan.env;
-  bool has_home = false;
-  for (const std::string& e : env) has_home |= e.rfind("HOME=", 0) == 0;
-  if (!has_home) env.push_back("HOME=" + (user.home.empty() ? std::string("/") : user.home));
+  Identity identity = BecomeUser(plan, report, &user);
 
   // Set-up done; wait for StartContainer.
   StepReport ready = {};
@@ -452,20 +343,7 @@ struct ChildFds {
   while (n < 0 && errno == EINTR);
   if (n != 1) _exit(127);  // the shim gave up on us (RemoveContainer before start)
   ::close(fds.start);
-
-  if (::chdir(plan.cwd.c_str()) != 0) Fail(report, "chdir to the working directory " + plan.cwd, errno);
-  std::string exe = FindExecutable(plan.args[0], env);
-  if (exe.empty()) Fail(report, "executable file \"" + plan.args[0] + "\" not found in $PATH", ENOENT);
-  if (plan.no_new_privs && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) Fail(report, "no_new_privs", errno);
-  if (seccomp && plan.no_new_privs && !runtime::LoadSeccompProfile(profile, &error))
-    Fail(report, "loading seccomp: " + error, EINVAL);
-  std::vector<char*> argv, envp;
-  for (const std::string& a : plan.args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  for (const std::string& e : env) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
-  ::execve(exe.c_str(), argv.data(), envp.data());
-  Fail(report, "exec " + exe, errno);
+  ExecCommand(plan, identity, report);
 }
 
 // --- B: the long-lived shim ------------------------------------------------
@@ -599,7 +477,7 @@ class Shim {
         } else if (fd == attach_fd) {
           int c = ::accept4(attach_fd, nullptr, nullptr, SOCK_CLOEXEC);
           if (c >= 0) {
-            clients_.push_back(c);
+            clients_[c];
             add(c);
           }
         } else if (fd == out_fd_ || fd == err_fd_) {
@@ -615,7 +493,7 @@ class Shim {
       }
     }
     log_.FlushAll();
-    for (int c : clients_) ::close(c);  // attached clients see EOF
+    for (auto& [c, reader] : clients_) ::close(c);  // attached clients see EOF
     clients_.clear();
     runtime::ExitRecord rec;
     if (!runtime::ExitRecordFromWaitStatus(status, &rec)) rec.exit_code = 255;
@@ -681,46 +559,66 @@ class Shim {
     return true;
   }
 
-  // Attached clients get every output chunk as a frame: 1 byte stream
-  // (1 stdout, 2 stderr), 4 bytes big-endian length, the bytes. A client
-  // that cannot take a frame at once loses it (the log has everything).
+  // Attached clients get every output chunk as a kStdout/kStderr frame
+  // (runtime/stdio_frame.h). A client that cannot take a frame at once loses
+  // it (the log has everything).
   void ToClients(uint8_t stream, const char* data, size_t n) {
     if (clients_.empty()) return;
-    std::string frame(5 + n, '\0');
-    frame[0] = static_cast<char>(stream);
-    for (int i = 0; i < 4; ++i) frame[1 + i] = static_cast<char>((n >> (24 - 8 * i)) & 0xff);
-    std::memcpy(frame.data() + 5, data, n);
-    for (int c : clients_) (void)::send(c, frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    std::string frame = runtime::EncodeFrame(static_cast<runtime::FrameType>(stream), std::string_view(data, n));
+    for (auto& [c, reader] : clients_) (void)::send(c, frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   }
 
-  // Input from an attached client goes to the container's stdin. False at
-  // the client's EOF.
+  // Frames from an attached client: stdin bytes go to the container's stdin
+  // (or terminal), kResize sets the terminal size, kCloseStdin closes the
+  // container's stdin if it is stdin_once. False at the client's EOF or a
+  // protocol error.
   bool FromClient(int c) {
     char buf[32768];
     ssize_t n = ::recv(c, buf, sizeof buf, 0);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
     if (n <= 0) return false;
+    runtime::FrameReader& reader = clients_[c];
+    reader.Feed(buf, static_cast<size_t>(n));
+    runtime::FrameType type;
+    std::string payload;
+    while (reader.Next(&type, &payload)) {
+      if (type == runtime::FrameType::kStdin) {
+        WriteStdin(payload);
+      } else if (type == runtime::FrameType::kResize && plan_.tty && out_fd_ >= 0) {
+        struct winsize ws = {};
+        if (runtime::DecodeResize(payload, &ws.ws_col, &ws.ws_row)) ::ioctl(out_fd_, TIOCSWINSZ, &ws);
+      } else if (type == runtime::FrameType::kCloseStdin) {
+        CloseStdinOnce();
+      }
+    }
+    return !reader.error();
+  }
+
+  void WriteStdin(const std::string& data) {
     int in = plan_.tty ? out_fd_ : stdin_w_;
-    if (in < 0) return true;  // no stdin: input is dropped
+    if (in < 0) return;  // no stdin: input is dropped
     size_t off = 0;
-    while (off < static_cast<size_t>(n)) {
-      ssize_t w = ::write(in, buf + off, static_cast<size_t>(n) - off);
+    while (off < data.size()) {
+      ssize_t w = ::write(in, data.data() + off, data.size() - off);
       if (w < 0 && errno == EINTR) continue;
       if (w <= 0) break;
       off += static_cast<size_t>(w);
     }
-    return true;
   }
 
-  // A client detached. With stdin_once, the first detach closes the
-  // container's stdin (it sees EOF), as kubelet's `stdinOnce` means.
-  void DropClient(int c) {
-    ::close(c);
-    std::erase(clients_, c);
+  // With stdin_once, the first client to end its stdin (or detach) closes
+  // the container's stdin (it sees EOF), as kubelet's `stdinOnce` means.
+  void CloseStdinOnce() {
     if (plan_.stdin_once && stdin_w_ >= 0) {
       ::close(stdin_w_);
       stdin_w_ = -1;
     }
+  }
+
+  void DropClient(int c) {
+    ::close(c);
+    clients_.erase(c);
+    CloseStdinOnce();
   }
 
   void HandleCtl(int c) {
@@ -790,7 +688,7 @@ class Shim {
   int64_t started_at_ = 0, finished_at_ = 0;
   std::string start_error_;
   nlohmann::json user_;
-  std::vector<int> clients_;  // attached to attach.sock
+  std::map<int, runtime::FrameReader> clients_;  // attached to attach.sock
 };
 
 int ReportError(const std::string& step, int err) {
@@ -801,17 +699,9 @@ int ReportError(const std::string& step, int err) {
 }  // namespace
 
 int ContainerMode() {
-  // The plan's size first (SEQPACKET: MSG_TRUNC reports the whole record),
-  // so that only what is needed is allocated: every page touched costs here.
-  char probe;
-  ssize_t size = ::recv(kPlanFd, &probe, 1, MSG_PEEK | MSG_TRUNC);
-  if (size <= 0 || size > (16 << 20)) return ReportError("reading the plan", size < 0 ? errno : EPIPE);
-  std::vector<char> buf(static_cast<size_t>(size));
-  ssize_t n = ::recv(kPlanFd, buf.data(), buf.size(), 0);
-  if (n <= 0) return ReportError("reading the plan", n < 0 ? errno : EPIPE);
-  auto plan = runtime::ParseContainerPlan(std::string(buf.data(), static_cast<size_t>(n)));
-  if (!plan) return ReportError("parsing the plan", EINVAL);
-  buf = {};
+  std::string error;
+  auto plan = ReceivePlan(kPlanFd, &error);
+  if (!plan) return ReportError(error, EINVAL);
 
   // The control socket, created before B exists so that crispd can connect
   // as soon as it has the report.

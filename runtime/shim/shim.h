@@ -8,4 +8,7 @@ int PauseMode();
 // `crisp-shim container`: plan on fd 3, see container_mode.cc.
 int ContainerMode();
 
+// `crisp-shim exec`: plan on fd 3, framed stdio on fd 4, see exec_mode.cc.
+int ExecMode();
+
 }  // namespace crisp::shim

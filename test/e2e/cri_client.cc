@@ -15,6 +15,8 @@ CriClient::CriClient(const std::string& endpoint)
                                            // not inherit the backoff state of the previous client's
                                            // connection.
                                            args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+                                           // kubelet's limit (the default is 4 MiB).
+                                           args.SetMaxReceiveMessageSize(16 << 20);
                                            return args;
                                          }())),
       runtime_(cri::RuntimeService::NewStub(channel_)),

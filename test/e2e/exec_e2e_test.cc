@@ -1,0 +1,205 @@
+// ExecSync (and, with the streaming server, Exec/Attach/PortForward) against
+// a real crispd: commands run inside running containers with the
+// container's confinement.
+#include <dirent.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "gmock/gmock.h"
+#include "test/e2e/container_fixture.h"
+
+namespace crisp::e2e {
+namespace {
+
+class ExecTest : public ContainerTest {
+ protected:
+  // A running container that sleeps (its id).
+  std::string RunSleeper(cri::ContainerConfig cfg) {
+    std::string id;
+    grpc::Status s = Create(cfg, &id);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    s = Start(id);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return id;
+  }
+  std::string RunSleeper() { return RunSleeper(Config("sleeper", "exec sleep 1000")); }
+
+  grpc::Status Exec(const std::string& id, const std::vector<std::string>& cmd, cri::ExecSyncResponse* resp,
+                    int64_t timeout = 0) {
+    cri::ExecSyncRequest req;
+    req.set_container_id(id);
+    for (const std::string& a : cmd) req.add_cmd(a);
+    req.set_timeout(timeout);
+    return c().Runtime(&RStub::ExecSync, req, resp, 60);
+  }
+  std::string Sh(const std::string& id, const std::string& script) {
+    cri::ExecSyncResponse resp;
+    grpc::Status s = Exec(id, {"sh", "-c", script}, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(resp.exit_code(), 0) << resp.stderr();
+    return resp.stdout();
+  }
+};
+
+// /proc/<pid>/status field (e.g. "Threads", "VmRSS") as a number.
+int64_t ProcStatus(pid_t pid, const std::string& field) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (absl::StartsWith(line, field + ":")) {
+      int64_t v = 0;
+      std::string num = line.substr(field.size() + 1);
+      num.erase(0, num.find_first_not_of(" \t"));
+      num = num.substr(0, num.find(' '));
+      return absl::SimpleAtoi(num, &v) ? v : -1;
+    }
+  }
+  return -1;
+}
+
+size_t CountFds(pid_t pid) {
+  size_t n = 0;
+  DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+  if (!d) return 0;
+  while (struct dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
+  ::closedir(d);
+  return n;
+}
+
+TEST_F(ExecTest, OutputStderrAndExitCode) {
+  std::string id = RunSleeper();
+  cri::ExecSyncResponse resp;
+  grpc::Status s = Exec(id, {"sh", "-c", "echo out; echo err >&2; exit 3"}, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.stdout(), "out\n");
+  EXPECT_EQ(resp.stderr(), "err\n");
+  EXPECT_EQ(resp.exit_code(), 3);
+  // A command found in the image's PATH, run at the container's cwd.
+  EXPECT_EQ(Sh(id, "pwd"), "/\n");
+}
+
+TEST_F(ExecTest, RunsInsideTheContainerWithItsConfinement) {
+  auto cfg = Config("confined", "exec sleep 1000");
+  auto* sc = cfg.mutable_linux()->mutable_security_context();
+  sc->mutable_run_as_user()->set_value(1000);
+  sc->set_no_new_privs(true);
+  sc->mutable_seccomp()->set_profile_type(cri::SecurityProfile::RuntimeDefault);
+  cfg.add_envs()->set_key("GREETING");
+  cfg.mutable_envs(0)->set_value("hello");
+  cfg.set_working_dir("/tmp");
+  std::string id = RunSleeper(cfg);
+  EXPECT_EQ(Sh(id, "id -u"), "1000\n");
+  EXPECT_EQ(Sh(id, "echo $GREETING"), "hello\n");
+  EXPECT_EQ(Sh(id, "pwd"), "/tmp\n");
+  // Same PID namespace as the container: its process is pid 1 there.
+  EXPECT_EQ(Sh(id, "cat /proc/1/cmdline | tr '\\0' ' '"), "sleep 1000 ");
+  // Same capabilities (none for uid 1000), no_new_privs and seccomp.
+  EXPECT_EQ(Sh(id, "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\\t ' ' '"),
+            "CapEff: 0000000000000000\nNoNewPrivs: 1\nSeccomp: 2\n");
+  // Same mount namespace: a file the container's process sees.
+  EXPECT_EQ(Sh(id, "echo x > /tmp/f && cat /proc/1/root/tmp/f 2>/dev/null || cat /tmp/f"), "x\n");
+  // The pod's hostname (UTS namespace).
+  EXPECT_EQ(Sh(id, "hostname"), pod_config_.hostname() + "\n");
+  // And the container's cgroup.
+  std::string info;
+  Status(id, &info);
+  auto j = nlohmann::json::parse(info);
+  std::string cgroup = j["cgroupPath"];
+  std::string self = Sh(id, "cat /proc/self/cgroup");
+  EXPECT_TRUE(absl::StrContains(self, cgroup)) << self << " vs " << cgroup;
+}
+
+TEST_F(ExecTest, TimeoutKillsTheCommandAndItsChildren) {
+  std::string id = RunSleeper();
+  cri::ExecSyncResponse resp;
+  auto t0 = std::chrono::steady_clock::now();
+  grpc::Status s = Exec(id, {"sh", "-c", "sleep 77 & sleep 66; echo never"}, &resp, 1);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+  EXPECT_LT(secs, 5);
+  // Nothing of it keeps running inside the container.
+  std::string ps = Sh(id, "ps -o args");
+  EXPECT_FALSE(absl::StrContains(ps, "sleep 77")) << ps;
+  EXPECT_FALSE(absl::StrContains(ps, "sleep 66")) << ps;
+}
+
+TEST_F(ExecTest, OutputIsCappedAndNotKeptInTheDaemon) {
+  std::string id = RunSleeper();
+  int64_t rss_before = ProcStatus(daemon_->pid(), "VmRSS");
+  cri::ExecSyncResponse resp;
+  // 20 MiB on stdout, 1 KiB on stderr.
+  grpc::Status s = Exec(id, {"sh", "-c", "head -c 20971520 /dev/zero; head -c 1024 /dev/zero >&2"}, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  // Together they fit in one 16 MiB gRPC message (kubelet's limit).
+  EXPECT_EQ(resp.stdout().size(), (16u << 20) - 1024 - 1024);
+  EXPECT_EQ(resp.stderr().size(), 1024u);
+  EXPECT_EQ(resp.exit_code(), 0);
+  int64_t rss_after = ProcStatus(daemon_->pid(), "VmRSS");
+  // The response itself passes through (protobuf + gRPC copies); the 4 MiB
+  // beyond the cap must not stay, nor the whole response be kept around.
+  EXPECT_LT(rss_after - rss_before, 64 * 1024) << "KiB before " << rss_before << ", after " << rss_after;
+}
+
+TEST_F(ExecTest, ManyParallelCallsLeakNothing) {
+  std::string id = RunSleeper();
+  // Warm up (gRPC threads, allocator arenas).
+  Sh(id, "true");
+  pid_t d = daemon_->pid();
+  size_t fds_before = CountFds(d);
+  int64_t threads_before = ProcStatus(d, "Threads");
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 20; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        cri::ExecSyncResponse resp;
+        std::string want = std::to_string(t * 100 + i);
+        if (Exec(id, {"echo", want}, &resp).ok() && resp.stdout() == want + "\n") ok++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), 200);
+  // Shims are reaped and their sockets closed; gRPC may keep a few threads.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_LE(CountFds(d), fds_before + 2);
+  EXPECT_LE(ProcStatus(d, "Threads"), threads_before + 8);
+  // No zombies among crispd's children.
+  std::string zombies;
+  DIR* proc = ::opendir("/proc");
+  while (struct dirent* e = ::readdir(proc)) {
+    int pid;
+    if (!absl::SimpleAtoi(e->d_name, &pid)) continue;
+    std::ifstream f(std::string("/proc/") + e->d_name + "/stat");
+    std::string stat;
+    std::getline(f, stat);
+    size_t rp = stat.rfind(')');
+    if (rp == std::string::npos || rp + 4 > stat.size()) continue;
+    char state = stat[rp + 2];
+    int ppid = std::atoi(stat.c_str() + rp + 4);
+    if (state == 'Z' && ppid == d) zombies += std::string(e->d_name) + " ";
+  }
+  ::closedir(proc);
+  EXPECT_EQ(zombies, "");
+}
+
+TEST_F(ExecTest, BadRequestsAreClearErrors) {
+  cri::ExecSyncResponse resp;
+  EXPECT_EQ(Exec("no-such-container", {"true"}, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  std::string id = RunSleeper();
+  EXPECT_EQ(Exec(id, {}, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  grpc::Status s = Exec(id, {"no-such-binary"}, &resp);
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "no-such-binary")) << s.error_message();
+  // A created but not started container cannot exec.
+  std::string created;
+  ASSERT_TRUE(Create(Config("created", "sleep 1"), &created).ok());
+  EXPECT_EQ(Exec(created, {"true"}, &resp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+}  // namespace
+}  // namespace crisp::e2e

@@ -161,13 +161,16 @@ void CriService::WatchShim(const std::shared_ptr<ContainerEntry>& entry) {
     auto e = weak.lock();
     if (!e || e->removed) return;
     Container after;
+    bool was_running = false;
     e->Amend([&](Container& c) {
+      was_running = c.state == cri::CONTAINER_RUNNING;
       ReconcileExit(c);
       after = c;
     });
     if (after.state == cri::CONTAINER_EXITED) {
       Log()->info("container {} exited: code {} ({})", id, after.exit_code, after.reason);
       if (auto st = SaveContainer(after); !st.ok()) Log()->warn("container {}: {}", id, st.ToString());
+      if (was_running) Emit(cri::CONTAINER_STOPPED_EVENT, id, after.sandbox_id);
     }
   });
   if (!s.ok()) Log()->warn("container {}: cannot watch its shim: {}", id, s.ToString());
@@ -366,6 +369,7 @@ absl::Status CriService::CreateContainer(const cri::CreateContainerRequest& req,
   WatchShim(entry);
   resp->set_container_id(c.id);
   Log()->info("container {} ({}) created, pid {}", c.id, name, c.pid.pid);
+  Emit(cri::CONTAINER_CREATED_EVENT, c.id, c.sandbox_id);
   return absl::OkStatus();
 }
 
@@ -409,9 +413,16 @@ absl::Status CriService::StartContainer(const cri::StartContainerRequest& req, c
     c.started_at = *started;
     RETURN_IF_ERROR(SaveContainer(c));
     e.Publish(c);
-    // An exit racing with the start is picked up here rather than lost.
-    e.Amend([](Container& x) { ReconcileExit(x); });
     Log()->info("container {} started", c.id);
+    Emit(cri::CONTAINER_STARTED_EVENT, c.id, c.sandbox_id);
+    // An exit racing with the start is picked up here rather than lost.
+    bool stopped_now = false;
+    e.Amend([&](Container& x) {
+      bool running = x.state == cri::CONTAINER_RUNNING;
+      ReconcileExit(x);
+      stopped_now = running && x.state == cri::CONTAINER_EXITED;
+    });
+    if (stopped_now) Emit(cri::CONTAINER_STOPPED_EVENT, c.id, c.sandbox_id);
     return absl::OkStatus();
   });
 }
@@ -432,7 +443,14 @@ absl::Status CriService::StopContainerLocked(ContainerEntry& e, Container& c, in
     ReconcileExit(c);
     RETURN_IF_ERROR(SaveContainer(c));
   }
-  e.Publish(c);
+  // Whoever moves the published state from RUNNING to EXITED (this or the
+  // shim watcher) sends the one STOPPED event.
+  bool stopped_now = false;
+  e.Amend([&](Container& cur) {
+    stopped_now = cur.state == cri::CONTAINER_RUNNING && c.state == cri::CONTAINER_EXITED;
+    cur = c;
+  });
+  if (stopped_now) Emit(cri::CONTAINER_STOPPED_EVENT, c.id, c.sandbox_id);
   return absl::OkStatus();
 }
 
@@ -461,6 +479,7 @@ absl::Status CriService::RemoveContainerLocked(ContainerEntry& e, Container& c) 
   if (auto sb = sandbox_store_.Find(c.sandbox_id); sb.ok() && c.load_error.empty())
     container_names_.Release(ContainerName(c.config.metadata(), (*sb)->Snapshot()->config.metadata()), c.id);
   Log()->info("container {} removed", c.id);
+  Emit(cri::CONTAINER_DELETED_EVENT, c.id, c.sandbox_id);
   return absl::OkStatus();
 }
 

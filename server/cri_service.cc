@@ -46,14 +46,30 @@ void CriService::WatchPause(const std::shared_ptr<SandboxEntry>& entry) {
   auto snap = entry->Snapshot();
   std::weak_ptr<SandboxEntry> weak = entry;
   std::string id = snap->id;
-  auto s = exit_watcher_.Watch(snap->pause, [weak, id] {
+  auto s = exit_watcher_.Watch(snap->pause, [this, weak, id] {
     if (auto e = weak.lock()) {
-      if (e->Snapshot()->state == podsandbox::SandboxState::kReady)
+      if (e->MarkNotReady()) {
         Logger("server")->info("sandbox {}: pause process exited, sandbox is NOTREADY", id);
-      e->MarkNotReady();
+        Emit(cri::CONTAINER_STOPPED_EVENT, id, id);
+      }
     }
   });
   if (!s.ok()) Logger("server")->warn("sandbox {}: cannot watch pause process: {}", id, s.ToString());
+}
+
+void CriService::Emit(cri::ContainerEventType type, const std::string& id, const std::string& sandbox_id) {
+  if (!events_.HasSubscribers()) return;
+  cri::ContainerEventResponse ev;
+  ev.set_container_id(id);
+  ev.set_container_event_type(type);
+  ev.set_created_at(absl::ToUnixNanos(absl::Now()));
+  if (auto sb = sandbox_store_.Find(sandbox_id); sb.ok())
+    ToCriSandboxStatus(*(*sb)->Snapshot(), ev.mutable_pod_sandbox_status());
+  for (const auto& e : container_store_.All()) {
+    auto c = e->Snapshot();
+    if (c->sandbox_id == sandbox_id && !e->removed) ToCriContainerStatus(*c, ev.add_containers_statuses());
+  }
+  events_.Publish(ev);
 }
 
 std::string CriService::PodCidr() const {

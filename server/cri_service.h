@@ -20,6 +20,7 @@
 #include "runtime/container_plan.h"
 #include "server/config.h"
 #include "server/container_store.h"
+#include "server/events.h"
 #include "server/name_registry.h"
 #include "server/sandbox_store.h"
 
@@ -62,6 +63,9 @@ class CriService {
   absl::Status ReopenContainerLog(const cri::ReopenContainerLogRequest& req, cri::ReopenContainerLogResponse* resp);
   absl::Status ExecSync(const cri::ExecSyncRequest& req, cri::ExecSyncResponse* resp);
 
+  // GetContainerEvents: every lifecycle event from now on.
+  std::shared_ptr<EventBroker::Subscription> SubscribeEvents() { return events_.Subscribe(); }
+
   // Images.
   absl::Status PullImage(const cri::PullImageRequest& req, cri::PullImageResponse* resp);
   absl::Status ListImages(const cri::ListImagesRequest& req, cri::ListImagesResponse* resp);
@@ -76,6 +80,10 @@ class CriService {
   absl::Status UpdateSandbox(const std::string& id,
                              const std::function<absl::Status(SandboxEntry&, podsandbox::Sandbox&)>& op);
   void WatchPause(const std::shared_ptr<SandboxEntry>& entry);
+
+  // Publishes a lifecycle event of container (or sandbox) `id` in
+  // `sandbox_id`, with the sandbox's status and its containers' statuses.
+  void Emit(cri::ContainerEventType type, const std::string& id, const std::string& sandbox_id);
 
   // Containers.
   struct InFlightCreate {
@@ -112,6 +120,7 @@ class CriService {
   std::condition_variable create_cv_;
   std::map<std::string, std::shared_ptr<InFlightCreate>> creating_;  // by container name
   ExitWatcher exit_watcher_;
+  EventBroker events_;
   mutable std::mutex cidr_mu_;
   std::string pod_cidr_;
 };

@@ -104,7 +104,17 @@ class RuntimeServiceImpl final : public cri::RuntimeService::Service {
   CRISP_TODO(ListPodSandboxStats, ListPodSandboxStatsRequest, ListPodSandboxStatsResponse)
   CRISP_TODO_STREAM(StreamPodSandboxStats, StreamPodSandboxStatsRequest, StreamPodSandboxStatsResponse)
   CRISP_TODO(CheckpointContainer, CheckpointContainerRequest, CheckpointContainerResponse)
-  CRISP_TODO_STREAM(GetContainerEvents, GetEventsRequest, ContainerEventResponse)
+  grpc::Status GetContainerEvents(ServerContext* ctx, const cri::GetEventsRequest*,
+                                  ServerWriter<cri::ContainerEventResponse>* writer) override {
+    auto sub = svc_->SubscribeEvents();
+    Logger("server")->debug("GetContainerEvents: a subscriber connected");
+    cri::ContainerEventResponse ev;
+    while (!ctx->IsCancelled()) {
+      if (sub->Next(&ev, absl::Milliseconds(250)) && !writer->Write(ev)) break;
+    }
+    Logger("server")->debug("GetContainerEvents: a subscriber left ({} events dropped)", sub->dropped());
+    return grpc::Status::OK;
+  }
   CRISP_TODO(ListMetricDescriptors, ListMetricDescriptorsRequest, ListMetricDescriptorsResponse)
   CRISP_TODO(ListPodSandboxMetrics, ListPodSandboxMetricsRequest, ListPodSandboxMetricsResponse)
   CRISP_TODO_STREAM(StreamPodSandboxMetrics, StreamPodSandboxMetricsRequest, StreamPodSandboxMetricsResponse)

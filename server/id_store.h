@@ -77,6 +77,14 @@ class SnapshotEntry {
     std::lock_guard<std::mutex> lock(snap_mu_);
     snapshot_ = std::move(p);
   }
+  // Publish that returns the snapshot it replaced (to see a transition
+  // atomically with respect to Amend).
+  std::shared_ptr<const T> Exchange(T v) {
+    auto p = std::make_shared<const T>(std::move(v));
+    std::lock_guard<std::mutex> lock(snap_mu_);
+    std::swap(snapshot_, p);
+    return p;
+  }
   // Applies `f` to a copy of the snapshot and publishes it, without op_mu
   // (for asynchronous events such as a process exit).
   template <typename F>

@@ -30,6 +30,8 @@ absl::Status CriService::RunPodSandbox(const cri::RunPodSandboxRequest& req, cri
   WatchPause(entry);
   resp->set_pod_sandbox_id(id);
   Logger("server")->info("sandbox {} ({}) ready", id, name);
+  Emit(cri::CONTAINER_CREATED_EVENT, id, id);
+  Emit(cri::CONTAINER_STARTED_EVENT, id, id);
   return absl::OkStatus();
 }
 
@@ -54,7 +56,11 @@ absl::Status CriService::StopPodSandbox(const cri::StopPodSandboxRequest& req, c
     RETURN_IF_ERROR(Annotate(ForEachContainerOf(sb.id, /*remove=*/false),
                              absl::StrCat("stopping the containers of pod sandbox ", sb.id)));
     absl::Status s = sandboxes_->Stop(sb, PodCidr());
-    entry.Publish(sb);  // what was done stays done, even on error
+    // What was done stays done, even on error. Whoever moves the published
+    // state off READY (this or the pause watcher) sends the STOPPED event.
+    auto before = entry.Exchange(sb);
+    if (before->state == podsandbox::SandboxState::kReady && sb.state != podsandbox::SandboxState::kReady)
+      Emit(cri::CONTAINER_STOPPED_EVENT, sb.id, sb.id);
     return Annotate(s, absl::StrCat("stopping pod sandbox ", sb.id));
   });
 }
@@ -72,6 +78,7 @@ absl::Status CriService::RemovePodSandbox(const cri::RemovePodSandboxRequest& re
     sandbox_store_.Remove(sb.id);
     if (sb.load_error.empty()) sandbox_names_.Release(SandboxName(sb.config.metadata()), sb.id);
     Logger("server")->info("sandbox {} removed", sb.id);
+    Emit(cri::CONTAINER_DELETED_EVENT, sb.id, sb.id);
     return absl::OkStatus();
   });
 }

@@ -20,9 +20,15 @@ namespace crisp::server {
 class SandboxEntry : public SnapshotEntry<podsandbox::Sandbox> {
  public:
   using SnapshotEntry::SnapshotEntry;
-  // Marks the published state NOTREADY (pause process died) without waiting for op_mu.
-  void MarkNotReady() {
-    Amend([](podsandbox::Sandbox& sb) { sb.state = podsandbox::SandboxState::kNotReady; });
+  // Marks the published state NOTREADY (pause process died) without waiting
+  // for op_mu. True if it was READY.
+  bool MarkNotReady() {
+    bool was_ready = false;
+    Amend([&](podsandbox::Sandbox& sb) {
+      was_ready = sb.state == podsandbox::SandboxState::kReady;
+      sb.state = podsandbox::SandboxState::kNotReady;
+    });
+    return was_ready;
   }
 };
 

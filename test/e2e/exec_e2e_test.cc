@@ -4,6 +4,7 @@
 #include <dirent.h>
 
 #include <atomic>
+#include <mutex>
 #include <fstream>
 #include <thread>
 
@@ -199,6 +200,52 @@ TEST_F(ExecTest, BadRequestsAreClearErrors) {
   std::string created;
   ASSERT_TRUE(Create(Config("created", "sleep 1"), &created).ok());
   EXPECT_EQ(Exec(created, {"true"}, &resp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+// GetContainerEvents: a subscriber sees a pod's and its container's
+// lifecycle in order, each event with the pod's status.
+TEST_F(ExecTest, EventsFollowTheLifecycleInOrder) {
+  grpc::ClientContext ctx;
+  cri::GetEventsRequest req;
+  auto reader = c().runtime()->GetContainerEvents(&ctx, req);
+  std::mutex mu;
+  std::vector<std::pair<std::string, int>> events;  // (id, type)
+  std::vector<std::string> pod_states;
+  std::thread collector([&] {
+    cri::ContainerEventResponse ev;
+    while (reader->Read(&ev)) {
+      std::lock_guard<std::mutex> lock(mu);
+      events.emplace_back(ev.container_id(), ev.container_event_type());
+      pod_states.push_back(cri::PodSandboxState_Name(ev.pod_sandbox_status().state()));
+    }
+  });
+  // The subscription is in place once the stream is open; give it a moment.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::string id = RunSleeper(Config("evented", "exec sleep 1000"));
+  std::string pod = pod_;
+  ASSERT_TRUE(Stop(id, 0).ok());
+  ASSERT_TRUE(Remove(id).ok());
+  ASSERT_TRUE(c().StopPodSandbox(pod).ok());
+  ASSERT_TRUE(c().RemovePodSandbox(pod).ok());
+  pod_.clear();
+  std::vector<std::pair<std::string, int>> want = {
+      {pod, cri::CONTAINER_CREATED_EVENT}, {pod, cri::CONTAINER_STARTED_EVENT},
+      {id, cri::CONTAINER_CREATED_EVENT},  {id, cri::CONTAINER_STARTED_EVENT},
+      {id, cri::CONTAINER_STOPPED_EVENT},  {id, cri::CONTAINER_DELETED_EVENT},
+      {pod, cri::CONTAINER_STOPPED_EVENT}, {pod, cri::CONTAINER_DELETED_EVENT}};
+  for (int i = 0; i < 100; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (events.size() >= want.size()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ctx.TryCancel();
+  collector.join();
+  EXPECT_EQ(events, want);
+  ASSERT_GE(pod_states.size(), 7u);
+  EXPECT_EQ(pod_states[3], "SANDBOX_READY");     // the container started in a ready pod
+  EXPECT_EQ(pod_states[6], "SANDBOX_NOTREADY");  // the pod stopped
 }
 
 }  // namespace

@@ -109,7 +109,11 @@ class PodListener {
 };
 
 // Connects to ip:port (from the calling thread's netns), sends "ping", returns the reply.
-std::string Ping(const std::string& ip, int port) {
+// One TCP request/reply. The first pod on a bridge the CNI plugin has just
+// created can take a moment to answer ARP (CI saw a fresh machine's first
+// connect fail with EHOSTUNREACH after 3 s), so a failed connect is retried
+// for up to 15 s; a wrong reply is not.
+std::string PingOnce(const std::string& ip, int port, bool* connected) {
   int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a = {};
   a.sin_family = AF_INET;
@@ -119,7 +123,8 @@ std::string Ping(const std::string& ip, int port) {
   ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   std::string out;
-  if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+  *connected = ::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  if (*connected) {
     (void)!::write(s, "ping", 4);
     char buf[64];
     ssize_t n = ::read(s, buf, sizeof buf);
@@ -129,6 +134,16 @@ std::string Ping(const std::string& ip, int port) {
   }
   ::close(s);
   return out;
+}
+
+std::string Ping(const std::string& ip, int port) {
+  absl::Time deadline = absl::Now() + absl::Seconds(15);
+  for (;;) {
+    bool connected = false;
+    std::string out = PingOnce(ip, port, &connected);
+    if (connected || absl::Now() > deadline) return out;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
 }
 
 std::string Inode(const std::string& path) {

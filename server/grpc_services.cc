@@ -69,6 +69,45 @@ grpc::Status Unimplemented(const char* rpc) {
     return Unimplemented(#Rpc);                                                          \
   }
 
+// The streaming list RPCs (cri-api 0.36) answer the same items as their
+// unary twin, in chunks of at most kStreamChunkItems items or about
+// kStreamChunkBytes, so a node with thousands of containers never needs one
+// huge message. An empty list sends no message.
+constexpr int kStreamChunkItems = 500;
+constexpr size_t kStreamChunkBytes = 1 << 20;
+
+template <typename Item, typename StreamResp>
+grpc::Status SendChunks(google::protobuf::RepeatedPtrField<Item>* items, ServerWriter<StreamResp>* writer,
+                        google::protobuf::RepeatedPtrField<Item>* (StreamResp::*field)()) {
+  StreamResp chunk;
+  size_t bytes = 0;
+  for (auto& item : *items) {
+    bytes += item.ByteSizeLong();
+    (chunk.*field)()->Add(std::move(item));
+    if ((chunk.*field)()->size() >= kStreamChunkItems || bytes >= kStreamChunkBytes) {
+      if (!writer->Write(chunk)) return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+      chunk.Clear();
+      bytes = 0;
+    }
+  }
+  if ((chunk.*field)()->size() > 0 && !writer->Write(chunk))
+    return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+  return grpc::Status::OK;
+}
+
+// Stream<Name>(filter) = List<Unary>(filter) sent in chunks; `items` names the
+// repeated field of the unary response, `sfield` the stream response's.
+#define CRISP_STREAM_LIST(Rpc, Unary, items, sfield)                                                     \
+  grpc::Status Rpc(ServerContext*, const cri::Rpc##Request* req, ServerWriter<cri::Rpc##Response>* writer) \
+      override {                                                                                         \
+    cri::Unary##Request list_req;                                                                        \
+    *list_req.mutable_filter() = req->filter();                                                          \
+    cri::Unary##Response list;                                                                           \
+    grpc::Status s = Call(#Rpc, *req, [&] { return svc_->Unary(list_req, &list); });                     \
+    if (!s.ok()) return s;                                                                               \
+    return SendChunks(list.mutable_##items(), writer, &cri::Rpc##Response::mutable_##sfield);            \
+  }
+
 class RuntimeServiceImpl final : public cri::RuntimeService::Service {
  public:
   explicit RuntimeServiceImpl(CriService* svc) : svc_(svc) {}
@@ -83,13 +122,13 @@ class RuntimeServiceImpl final : public cri::RuntimeService::Service {
   CRISP_RPC(PodSandboxStatus)
   CRISP_RPC(ListPodSandbox)
 
-  CRISP_TODO_STREAM(StreamPodSandboxes, StreamPodSandboxesRequest, StreamPodSandboxesResponse)
+  CRISP_STREAM_LIST(StreamPodSandboxes, ListPodSandbox, items, pod_sandboxes)
   CRISP_RPC(CreateContainer)
   CRISP_RPC(StartContainer)
   CRISP_RPC(StopContainer)
   CRISP_RPC(RemoveContainer)
   CRISP_RPC(ListContainers)
-  CRISP_TODO_STREAM(StreamContainers, StreamContainersRequest, StreamContainersResponse)
+  CRISP_STREAM_LIST(StreamContainers, ListContainers, containers, containers)
   CRISP_RPC(ContainerStatus)
   CRISP_RPC(UpdateContainerResources)
   CRISP_RPC(ReopenContainerLog)
@@ -103,7 +142,13 @@ class RuntimeServiceImpl final : public cri::RuntimeService::Service {
   CRISP_TODO(PodSandboxStats, PodSandboxStatsRequest, PodSandboxStatsResponse)
   CRISP_TODO(ListPodSandboxStats, ListPodSandboxStatsRequest, ListPodSandboxStatsResponse)
   CRISP_TODO_STREAM(StreamPodSandboxStats, StreamPodSandboxStatsRequest, StreamPodSandboxStatsResponse)
-  CRISP_TODO(CheckpointContainer, CheckpointContainerRequest, CheckpointContainerResponse)
+  // Not "yet": checkpointing needs CRIU, which crisp does not use.
+  grpc::Status CheckpointContainer(ServerContext*, const cri::CheckpointContainerRequest* req,
+                                   cri::CheckpointContainerResponse*) override {
+    Logger("server")->debug("CheckpointContainer {}: not supported", req->container_id());
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                        "crisp does not support CheckpointContainer: checkpointing needs CRIU, which crisp does not use");
+  }
   grpc::Status GetContainerEvents(ServerContext* ctx, const cri::GetEventsRequest*,
                                   ServerWriter<cri::ContainerEventResponse>* writer) override {
     auto sub = svc_->SubscribeEvents();
@@ -133,7 +178,7 @@ class ImageServiceImpl final : public cri::ImageService::Service {
   CRISP_RPC(PullImage)
   CRISP_RPC(RemoveImage)
   CRISP_RPC(ImageFsInfo)
-  CRISP_TODO_STREAM(StreamImages, StreamImagesRequest, StreamImagesResponse)
+  CRISP_STREAM_LIST(StreamImages, ListImages, images, images)
 
  private:
   CriService* svc_;

@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
@@ -87,7 +88,7 @@ absl::Status ParseRegistry(const YAML::Node& n, RegistryConfig& r) {
 absl::Status ParseInto(const YAML::Node& root, Config& c) {
   if (root.IsNull()) return absl::OkStatus();  // empty file: defaults
   RETURN_IF_ERROR(CheckKeys(root, "", {"socket", "root", "state", "log_level", "shim_path", "cgroup_parent",
-                                       "shm_size", "cni", "registry"}));
+                                       "shm_size", "cni", "registry", "streaming", "stats_period"}));
   if (auto v = root["socket"]) { ASSIGN_OR_RETURN(c.socket, GetString(v, "socket")); }
   if (auto v = root["root"]) { ASSIGN_OR_RETURN(c.root, GetString(v, "root")); }
   if (auto v = root["state"]) { ASSIGN_OR_RETURN(c.state, GetString(v, "state")); }
@@ -112,6 +113,32 @@ absl::Status ParseInto(const YAML::Node& root, Config& c) {
     }
   }
   if (auto reg = root["registry"]) RETURN_IF_ERROR(ParseRegistry(reg, c.registry));
+  if (auto st = root["streaming"]) {
+    RETURN_IF_ERROR(CheckKeys(st, "streaming", {"address", "port", "tls_cert_file", "tls_key_file", "idle_timeout"}));
+    if (auto v = st["address"]) { ASSIGN_OR_RETURN(c.streaming.address, GetString(v, "streaming.address")); }
+    if (auto v = st["port"]) {
+      ASSIGN_OR_RETURN(std::string s, GetString(v, "streaming.port"));
+      if (!absl::SimpleAtoi(s, &c.streaming.port)) return KeyError("streaming.port", "must be a number");
+    }
+    if (auto v = st["tls_cert_file"]) {
+      ASSIGN_OR_RETURN(c.streaming.tls_cert_file, GetString(v, "streaming.tls_cert_file"));
+    }
+    if (auto v = st["tls_key_file"]) {
+      ASSIGN_OR_RETURN(c.streaming.tls_key_file, GetString(v, "streaming.tls_key_file"));
+    }
+    if (auto v = st["idle_timeout"]) {
+      ASSIGN_OR_RETURN(std::string s, GetString(v, "streaming.idle_timeout"));
+      auto d = ParseDurationString(s);
+      if (!d.ok()) return KeyError("streaming.idle_timeout", d.status().message());
+      c.streaming.idle_timeout = *d;
+    }
+  }
+  if (auto v = root["stats_period"]) {
+    ASSIGN_OR_RETURN(std::string s, GetString(v, "stats_period"));
+    auto d = ParseDurationString(s);
+    if (!d.ok()) return KeyError("stats_period", d.status().message());
+    c.stats_period = *d;
+  }
   return absl::OkStatus();
 }
 
@@ -133,6 +160,16 @@ absl::Status Config::Validate() const {
   if (cgroup_parent.find("..") != std::string::npos) return KeyError("cgroup_parent", "must not contain \"..\"");
   if (shm_size < 4096) return KeyError("shm_size", "must be at least 4096 bytes");
   if (cni.plugin_timeout <= absl::ZeroDuration()) return KeyError("cni.plugin_timeout", "must be positive");
+  if (streaming.address.empty()) return KeyError("streaming.address", "must not be empty");
+  if (streaming.port < 0 || streaming.port > 65535) return KeyError("streaming.port", "must be 0..65535");
+  if (streaming.tls_cert_file.empty() != streaming.tls_key_file.empty())
+    return KeyError("streaming", "tls_cert_file and tls_key_file go together");
+  if (!streaming.tls_cert_file.empty()) {
+    RETURN_IF_ERROR(abs("streaming.tls_cert_file", streaming.tls_cert_file));
+    RETURN_IF_ERROR(abs("streaming.tls_key_file", streaming.tls_key_file));
+  }
+  if (streaming.idle_timeout <= absl::ZeroDuration()) return KeyError("streaming.idle_timeout", "must be positive");
+  if (stats_period < absl::ZeroDuration()) return KeyError("stats_period", "must not be negative");
   auto lv = spdlog::level::from_str(log_level);
   if (lv == spdlog::level::off && log_level != "off")
     return KeyError("log_level", absl::StrCat("unknown level \"", log_level,
@@ -208,6 +245,23 @@ registry:
   ca_files: {}
   # host -> {username, password} or {auth} or {identity_token}.
   auths: {}
+
+# The streaming server: Exec, Attach and PortForward answer a URL on it that
+# kubelet (or crictl) connects to with SPDY/3.1 or WebSocket. Each URL holds a
+# single-use token valid for one minute.
+streaming:
+  address: 127.0.0.1
+  # 0: a random free port.
+  port: 0
+  # TLS when both are set (PEM files).
+  tls_cert_file: ""
+  tls_key_file: ""
+  # A stream with no traffic either way for this long is closed.
+  idle_timeout: 4h
+
+# Container and pod stats reuse a cgroup sample younger than this (kubelet asks
+# every few seconds; usage_nano_cores is computed between samples).
+stats_period: 1s
 )";
 }
 
@@ -229,6 +283,12 @@ std::string ConfigToJson(const Config& c) {
   for (const auto& [h, f] : c.registry.ca_files) cas[h] = f;
   nlohmann::json auth_hosts = nlohmann::json::array();
   for (const auto& [h, a] : c.registry.auths) auth_hosts.push_back(h);  // never the secrets
+  j["streaming"] = {{"address", c.streaming.address},
+                    {"port", c.streaming.port},
+                    {"tls_cert_file", c.streaming.tls_cert_file},
+                    {"tls_key_file", c.streaming.tls_key_file},
+                    {"idle_timeout", absl::FormatDuration(c.streaming.idle_timeout)}};
+  j["stats_period"] = absl::FormatDuration(c.stats_period);
   j["registry"] = {{"mirrors", mirrors}, {"insecure", c.registry.insecure}, {"ca_files", cas},
                    {"auth_hosts", auth_hosts}};
   return j.dump();

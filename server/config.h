@@ -28,6 +28,14 @@ struct RegistryConfig {
   std::map<std::string, RegistryAuth> auths;
 };
 
+// The streaming server behind the URLs of Exec, Attach and PortForward.
+struct StreamingConfig {
+  std::string address = "127.0.0.1";
+  int port = 0;  // 0: a random free port
+  std::string tls_cert_file, tls_key_file;  // TLS when both are set
+  absl::Duration idle_timeout = absl::Hours(4);
+};
+
 struct Config {
   std::string socket = "/run/crisp/crisp.sock";
   std::string root = "/var/lib/crisp";
@@ -38,6 +46,9 @@ struct Config {
   uint64_t shm_size = 64ull << 20;
   CniConfig cni;
   RegistryConfig registry;
+  StreamingConfig streaming;
+  // Stats RPCs reuse a cgroup sample younger than this.
+  absl::Duration stats_period = absl::Seconds(1);
 
   // Checks values that parsing alone cannot (absolute paths, levels, ...).
   // INVALID_ARGUMENT naming the key.

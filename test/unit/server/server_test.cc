@@ -41,8 +41,15 @@ registry:
   insecure: [myreg.local:5000]
   ca_files: {myreg.local:5000: /etc/crisp/certs/myreg.pem}
   auths: {myreg.local:5000: {username: u, password: p}}
+streaming: {address: 0.0.0.0, port: 10010, tls_cert_file: /c.pem, tls_key_file: /k.pem, idle_timeout: 30m}
+stats_period: 5s
 )");
   ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->streaming.address, "0.0.0.0");
+  EXPECT_EQ(c->streaming.port, 10010);
+  EXPECT_EQ(c->streaming.tls_key_file, "/k.pem");
+  EXPECT_EQ(c->streaming.idle_timeout, absl::Minutes(30));
+  EXPECT_EQ(c->stats_period, absl::Seconds(5));
   EXPECT_EQ(c->log_level, "debug");
   EXPECT_EQ(c->shm_size, 1ull << 30);
   EXPECT_EQ(c->cni.plugin_timeout, absl::Seconds(90));
@@ -70,6 +77,12 @@ TEST(Config, ErrorsNameTheKey) {
   ExpectError("registry: {mirrors: {docker.io: [\"ftp://x\"]}}", "registry.mirrors.docker.io");
   ExpectError("registry: {auths: {h: {user: x}}}", "registry.auths.h.user");
   ExpectError("cgroup_parent: /a/../b", "cgroup_parent");
+  ExpectError("streaming: {port: 70000}", "streaming.port");
+  ExpectError("streaming: {port: http}", "streaming.port");
+  ExpectError("streaming: {tls_cert_file: /c.pem}", "tls_key_file");
+  ExpectError("streaming: {idle_timeout: 0s}", "streaming.idle_timeout");
+  ExpectError("streaming: {addr: x}", "streaming.addr");
+  ExpectError("stats_period: often", "stats_period");
   ExpectError("[1, 2]", "mapping");
   ExpectError("socket: [unclosed", "config");
 }

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/unique_fd.h"
 #include "nlohmann/json.hpp"
 
 namespace crisp::netcni {
@@ -123,6 +124,13 @@ PodNetworkResult ParseResult(const std::string& network, const nlohmann::json& r
 // `netns_path` (a pinned /proc/<pid>/ns/net file), using libnl from a helper
 // thread that joins the namespace; crispd's own threads never change namespace.
 absl::Status BringUpLoopback(const std::string& netns_path);
+
+// A TCP connection to localhost:`port` inside the network namespace at
+// `netns_path` (in crispd's own namespace when it is empty: host-network
+// pods), opened by a helper thread that joins the namespace; the socket works
+// from any thread afterwards. 127.0.0.1 first, then ::1 (as "localhost"
+// resolves). UNAVAILABLE naming the port when nothing listens.
+absl::StatusOr<UniqueFd> DialLocalhost(const std::string& netns_path, uint16_t port);
 
 // Global-scope addresses currently configured on `ifname` inside the
 // namespace (on every interface if `ifname` is empty; lo's addresses are

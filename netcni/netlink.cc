@@ -7,7 +7,9 @@
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
+#include <netinet/in.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <thread>
@@ -54,7 +56,55 @@ absl::Status NlError(int err, absl::string_view what) {
   return absl::InternalError(absl::StrCat(what, ": ", nl_geterror(err)));
 }
 
+// connect() with a bound on the wait: a port in a pod with a broken network
+// must not hold a streaming thread forever.
+absl::StatusOr<UniqueFd> ConnectLocal(int family, uint16_t port) {
+  UniqueFd s(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s) return ErrnoStatus(errno, "socket");
+  sockaddr_storage ss = {};
+  socklen_t len;
+  if (family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    a->sin6_addr = in6addr_loopback;
+    len = sizeof *a;
+  }
+  timeval tv = {10, 0};
+  ::setsockopt(s.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return ErrnoStatus(errno, "connect");
+  timeval zero = {0, 0};
+  ::setsockopt(s.get(), SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof zero);
+  return s;
+}
+
+absl::StatusOr<UniqueFd> DialBoth(uint16_t port) {
+  auto v4 = ConnectLocal(AF_INET, port);
+  if (v4.ok()) return v4;
+  auto v6 = ConnectLocal(AF_INET6, port);
+  if (v6.ok()) return v6;
+  return absl::UnavailableError(
+      absl::StrCat("nothing accepts connections on localhost:", port, " (", v4.status().message(), ")"));
+}
+
 }  // namespace
+
+absl::StatusOr<UniqueFd> DialLocalhost(const std::string& netns_path, uint16_t port) {
+  if (port == 0) return absl::InvalidArgumentError("port 0 cannot be dialed");
+  if (netns_path.empty()) return DialBoth(port);
+  absl::StatusOr<UniqueFd> out = absl::UnknownError("not dialed");
+  RETURN_IF_ERROR(InNetns(netns_path, [&]() -> absl::Status {
+    out = DialBoth(port);
+    return absl::OkStatus();
+  }));
+  return out;
+}
 
 absl::Status BringUpLoopback(const std::string& netns_path) {
   return InNetns(netns_path, []() -> absl::Status {

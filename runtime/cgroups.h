@@ -18,6 +18,8 @@
 
 namespace crisp::runtime {
 
+struct CgroupStats;  // runtime/stats.h
+
 // Kernel edge: the filesystem operations cgroup management needs. Real
 // implementation on the mounted cgroupfs; tests use a temp-dir tree.
 class CgroupWriter {
@@ -105,6 +107,10 @@ class CgroupManager {
   std::string OomEventsFile(const std::string& path) const;
   // True if the cgroup exists in any hierarchy.
   bool Exists(const std::string& path);
+  // CPU, memory, pids and (v2) PSI counters of the cgroup; defined in
+  // runtime/stats.cc, include runtime/stats.h to call it. NOT_FOUND if the
+  // cgroup exists in no hierarchy.
+  absl::StatusOr<CgroupStats> Stats(const std::string& path);
   const CgroupLayout& layout() const { return layout_; }
 
  private:

@@ -18,6 +18,7 @@
 #include "podsandbox/controller.h"
 #include "runtime/cgroups.h"
 #include "runtime/container_plan.h"
+#include "runtime/stats.h"
 #include "server/config.h"
 #include "server/container_store.h"
 #include "server/events.h"
@@ -27,6 +28,27 @@
 namespace crisp::server {
 
 namespace cri = ::runtime::v1;
+
+// One reading of a container's or sandbox's counters (stats.cc).
+struct StatsSample {
+  absl::Time at = absl::InfinitePast();
+  runtime::CgroupStats cgroup;
+  std::optional<uint64_t> nano_cores;        // CPU rate since the previous sample
+  std::optional<runtime::DiskUsage> disk;    // writable layer (containers)
+  std::vector<runtime::InterfaceStats> net;  // pod netns (sandboxes)
+};
+
+// Samples by object id, reused while younger than the stats period.
+class StatsCache {
+ public:
+  absl::StatusOr<StatsSample> Get(const std::string& key, absl::Duration period,
+                                  const std::function<absl::StatusOr<StatsSample>()>& read);
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, StatsSample> samples_;
+  absl::Time last_sweep_ = absl::InfinitePast();
+};
 
 class CriService {
  public:
@@ -63,6 +85,15 @@ class CriService {
   absl::Status ReopenContainerLog(const cri::ReopenContainerLogRequest& req, cri::ReopenContainerLogResponse* resp);
   absl::Status ExecSync(const cri::ExecSyncRequest& req, cri::ExecSyncResponse* resp);
 
+  // Stats and metrics (stats.cc).
+  absl::Status ContainerStats(const cri::ContainerStatsRequest& req, cri::ContainerStatsResponse* resp);
+  absl::Status ListContainerStats(const cri::ListContainerStatsRequest& req, cri::ListContainerStatsResponse* resp);
+  absl::Status PodSandboxStats(const cri::PodSandboxStatsRequest& req, cri::PodSandboxStatsResponse* resp);
+  absl::Status ListPodSandboxStats(const cri::ListPodSandboxStatsRequest& req, cri::ListPodSandboxStatsResponse* resp);
+  absl::Status ListMetricDescriptors(const cri::ListMetricDescriptorsRequest& req,
+                                     cri::ListMetricDescriptorsResponse* resp);
+  absl::Status ListPodSandboxMetrics(const cri::ListPodSandboxMetricsRequest& req,
+                                     cri::ListPodSandboxMetricsResponse* resp);
   // GetContainerEvents: every lifecycle event from now on.
   std::shared_ptr<EventBroker::Subscription> SubscribeEvents() { return events_.Subscribe(); }
 
@@ -104,6 +135,9 @@ class CriService {
   absl::StatusOr<runtime::ContainerPlan> ExecPlan(const std::string& id,
                                                   const google::protobuf::RepeatedPtrField<std::string>& cmd, bool tty,
                                                   bool stdin);
+  absl::Status FillContainerStats(const Container& c, cri::ContainerStats* out);
+  absl::Status ContainerFsUsage(cri::FilesystemUsage* out);
+  absl::Status FillSandboxStats(const podsandbox::Sandbox& sb, cri::PodSandboxStats* out);
   // Stops (or removes) every container of a sandbox; returns the first error.
   absl::Status ForEachContainerOf(const std::string& sandbox_id, bool remove);
 
@@ -121,6 +155,7 @@ class CriService {
   std::map<std::string, std::shared_ptr<InFlightCreate>> creating_;  // by container name
   ExitWatcher exit_watcher_;
   EventBroker events_;
+  StatsCache stats_cache_;
   mutable std::mutex cidr_mu_;
   std::string pod_cidr_;
 };

@@ -136,12 +136,12 @@ class RuntimeServiceImpl final : public cri::RuntimeService::Service {
   CRISP_TODO(Exec, ExecRequest, ExecResponse)
   CRISP_TODO(Attach, AttachRequest, AttachResponse)
   CRISP_TODO(PortForward, PortForwardRequest, PortForwardResponse)
-  CRISP_TODO(ContainerStats, ContainerStatsRequest, ContainerStatsResponse)
-  CRISP_TODO(ListContainerStats, ListContainerStatsRequest, ListContainerStatsResponse)
-  CRISP_TODO_STREAM(StreamContainerStats, StreamContainerStatsRequest, StreamContainerStatsResponse)
-  CRISP_TODO(PodSandboxStats, PodSandboxStatsRequest, PodSandboxStatsResponse)
-  CRISP_TODO(ListPodSandboxStats, ListPodSandboxStatsRequest, ListPodSandboxStatsResponse)
-  CRISP_TODO_STREAM(StreamPodSandboxStats, StreamPodSandboxStatsRequest, StreamPodSandboxStatsResponse)
+  CRISP_RPC(ContainerStats)
+  CRISP_RPC(ListContainerStats)
+  CRISP_STREAM_LIST(StreamContainerStats, ListContainerStats, stats, container_stats)
+  CRISP_RPC(PodSandboxStats)
+  CRISP_RPC(ListPodSandboxStats)
+  CRISP_STREAM_LIST(StreamPodSandboxStats, ListPodSandboxStats, stats, pod_sandbox_stats)
   // Not "yet": checkpointing needs CRIU, which crisp does not use.
   grpc::Status CheckpointContainer(ServerContext*, const cri::CheckpointContainerRequest* req,
                                    cri::CheckpointContainerResponse*) override {
@@ -160,9 +160,16 @@ class RuntimeServiceImpl final : public cri::RuntimeService::Service {
     Logger("server")->debug("GetContainerEvents: a subscriber left ({} events dropped)", sub->dropped());
     return grpc::Status::OK;
   }
-  CRISP_TODO(ListMetricDescriptors, ListMetricDescriptorsRequest, ListMetricDescriptorsResponse)
-  CRISP_TODO(ListPodSandboxMetrics, ListPodSandboxMetricsRequest, ListPodSandboxMetricsResponse)
-  CRISP_TODO_STREAM(StreamPodSandboxMetrics, StreamPodSandboxMetricsRequest, StreamPodSandboxMetricsResponse)
+  CRISP_RPC(ListMetricDescriptors)
+  CRISP_RPC(ListPodSandboxMetrics)
+  grpc::Status StreamPodSandboxMetrics(ServerContext*, const cri::StreamPodSandboxMetricsRequest* req,
+                                       ServerWriter<cri::StreamPodSandboxMetricsResponse>* writer) override {
+    cri::ListPodSandboxMetricsResponse list;
+    grpc::Status s = Call("StreamPodSandboxMetrics", *req,
+                          [&] { return svc_->ListPodSandboxMetrics(cri::ListPodSandboxMetricsRequest(), &list); });
+    if (!s.ok()) return s;
+    return SendChunks(list.mutable_pod_metrics(), writer, &cri::StreamPodSandboxMetricsResponse::mutable_pod_sandbox_metrics);
+  }
   CRISP_TODO(UpdatePodSandboxResources, UpdatePodSandboxResourcesRequest, UpdatePodSandboxResourcesResponse)
 
  private:

@@ -99,7 +99,7 @@ absl::Status CriService::ImageFsInfo(const cri::ImageFsInfoRequest&, cri::ImageF
   fs->mutable_fs_id()->set_mountpoint(u.mountpoint);
   fs->mutable_used_bytes()->set_value(u.used_bytes);
   fs->mutable_inodes_used()->set_value(u.inodes_used);
-  return absl::OkStatus();
+  return ContainerFsUsage(resp->add_container_filesystems());
 }
 
 }  // namespace crisp::server

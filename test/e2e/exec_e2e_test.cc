@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <set>
 #include <fstream>
 #include <thread>
 
@@ -246,6 +247,129 @@ TEST_F(ExecTest, EventsFollowTheLifecycleInOrder) {
   ASSERT_GE(pod_states.size(), 7u);
   EXPECT_EQ(pod_states[3], "SANDBOX_READY");     // the container started in a ready pod
   EXPECT_EQ(pod_states[6], "SANDBOX_NOTREADY");  // the pod stopped
+}
+
+// Stats: CPU time of a busy container grows, its working set counts memory it
+// holds, the pod's network counters grow with traffic, the streaming list
+// twin answers the same items, and the metrics use cAdvisor names.
+TEST_F(ExecTest, StatsFollowCpuMemoryAndNetwork) {
+  std::string busy = RunSleeper(Config("busy", "while :; do :; done"));
+  // 50 MiB in tmpfs (/dev/shm): shmem is charged to the writer's cgroup and is
+  // never "inactive_file", so it is in the working set.
+  std::string holder = RunSleeper(Config("holder", "head -c 52428800 /dev/zero > /dev/shm/hold; exec sleep 1000"));
+  auto stats = [&](const std::string& id) {
+    cri::ContainerStatsRequest req;
+    req.set_container_id(id);
+    cri::ContainerStatsResponse resp;
+    grpc::Status s = c().Runtime(&RStub::ContainerStats, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.stats();
+  };
+  auto first = stats(busy);
+  EXPECT_EQ(first.attributes().id(), busy);
+  EXPECT_EQ(first.attributes().metadata().name(), "busy");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // > stats_period (1 s)
+  auto second = stats(busy);
+  EXPECT_GT(second.cpu().usage_core_nano_seconds().value(), first.cpu().usage_core_nano_seconds().value());
+  EXPECT_GT(second.cpu().timestamp(), first.cpu().timestamp());
+  // A spinning shell uses about one core of two.
+  EXPECT_GT(second.cpu().usage_nano_cores().value(), 300'000'000u) << second.DebugString();
+  EXPECT_TRUE(second.has_writable_layer());
+  EXPECT_GT(second.writable_layer().inodes_used().value(), 0u);
+
+  cri::ContainerStats held;
+  for (int i = 0; i < 50; ++i) {  // until the writer is done
+    held = stats(holder);
+    if (held.memory().working_set_bytes().value() >= (50u << 20)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_GE(held.memory().working_set_bytes().value(), 50u << 20) << held.DebugString();
+  EXPECT_GE(held.memory().usage_bytes().value(), held.memory().working_set_bytes().value());
+
+  cri::ListContainerStatsRequest lreq;
+  lreq.mutable_filter()->set_pod_sandbox_id(pod_);
+  cri::ListContainerStatsResponse list;
+  ASSERT_TRUE(c().Runtime(&RStub::ListContainerStats, lreq, &list).ok());
+  EXPECT_EQ(list.stats_size(), 2);
+  grpc::ClientContext sctx;
+  cri::StreamContainerStatsRequest sreq;
+  sreq.mutable_filter()->set_pod_sandbox_id(pod_);
+  auto reader = c().runtime()->StreamContainerStats(&sctx, sreq);
+  cri::StreamContainerStatsResponse chunk;
+  std::set<std::string> streamed;
+  while (reader->Read(&chunk))
+    for (const auto& st : chunk.container_stats()) streamed.insert(st.attributes().id());
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(streamed, (std::set<std::string>{busy, holder}));
+
+  auto pod_stats = [&] {
+    cri::PodSandboxStatsRequest req;
+    req.set_pod_sandbox_id(pod_);
+    cri::PodSandboxStatsResponse resp;
+    grpc::Status s = c().Runtime(&RStub::PodSandboxStats, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.stats();
+  };
+  auto before = pod_stats();
+  ASSERT_EQ(before.linux().network().default_interface().name(), "eth0") << before.DebugString();
+  EXPECT_EQ(before.linux().containers_size(), 2);
+  EXPECT_GE(before.linux().memory().working_set_bytes().value(), 50u << 20) << "the pod counts its containers";
+  EXPECT_GE(before.linux().process().process_count().value(), 3u);  // pause + 2
+  // Traffic from inside the pod: ping the pod's gateway (the bridge).
+  std::string gw = Sh(holder, "ip route | awk '/default/ {print $3}'");
+  gw.erase(gw.find_last_not_of("\n") + 1);
+  ASSERT_FALSE(gw.empty());
+  cri::ExecSyncResponse ping;
+  ASSERT_TRUE(Exec(holder, {"ping", "-c", "3", "-i", "0.2", "-W", "1", gw}, &ping).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  auto after = pod_stats();
+  EXPECT_GT(after.linux().network().default_interface().tx_bytes().value(),
+            before.linux().network().default_interface().tx_bytes().value());
+  EXPECT_GT(after.linux().network().default_interface().rx_bytes().value(),
+            before.linux().network().default_interface().rx_bytes().value())
+      << ping.stdout() << ping.stderr();
+
+  cri::ListPodSandboxStatsResponse plist;
+  ASSERT_TRUE(c().Runtime(&RStub::ListPodSandboxStats, cri::ListPodSandboxStatsRequest(), &plist).ok());
+  EXPECT_EQ(plist.stats_size(), 1);
+
+  cri::ListMetricDescriptorsResponse desc;
+  ASSERT_TRUE(c().Runtime(&RStub::ListMetricDescriptors, cri::ListMetricDescriptorsRequest(), &desc).ok());
+  std::set<std::string> names;
+  for (const auto& d : desc.descriptors()) names.insert(d.name());
+  EXPECT_TRUE(names.count("container_memory_working_set_bytes"));
+  cri::ListPodSandboxMetricsResponse metrics;
+  ASSERT_TRUE(c().Runtime(&RStub::ListPodSandboxMetrics, cri::ListPodSandboxMetricsRequest(), &metrics).ok());
+  ASSERT_EQ(metrics.pod_metrics_size(), 1);
+  EXPECT_EQ(metrics.pod_metrics(0).container_metrics_size(), 2);
+  for (const auto& m : metrics.pod_metrics(0).metrics()) EXPECT_TRUE(names.count(m.name())) << m.name();
+
+  cri::ImageFsInfoResponse fs;
+  ASSERT_TRUE(c().Image(&IStub::ImageFsInfo, cri::ImageFsInfoRequest(), &fs).ok());
+  ASSERT_EQ(fs.container_filesystems_size(), 1);
+  EXPECT_GT(fs.container_filesystems(0).inodes_used().value(), 0u);
+  EXPECT_TRUE(Stop(busy, 0).ok());
+  EXPECT_TRUE(Stop(holder, 0).ok());
+}
+
+// An unknown id is NOT_FOUND; a missing one INVALID_ARGUMENT; checkpointing
+// says why it is not there.
+TEST_F(ExecTest, StatsOfUnknownObjectsAndCheckpoint) {
+  cri::ContainerStatsRequest req;
+  cri::ContainerStatsResponse resp;
+  EXPECT_EQ(c().Runtime(&RStub::ContainerStats, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  req.set_container_id("0123456789abcdef");
+  EXPECT_EQ(c().Runtime(&RStub::ContainerStats, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  cri::PodSandboxStatsRequest preq;
+  preq.set_pod_sandbox_id("0123456789abcdef");
+  cri::PodSandboxStatsResponse presp;
+  EXPECT_EQ(c().Runtime(&RStub::PodSandboxStats, preq, &presp).error_code(), grpc::StatusCode::NOT_FOUND);
+  cri::CheckpointContainerRequest creq;
+  creq.set_container_id("x");
+  cri::CheckpointContainerResponse cresp;
+  grpc::Status s = c().Runtime(&RStub::CheckpointContainer, creq, &cresp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_THAT(s.error_message(), ::testing::HasSubstr("CRIU"));
 }
 
 }  // namespace

@@ -676,12 +676,12 @@ TEST_F(SandboxTest, ListAndStatusAnswerWhilePodsAreBeingCreated) {
 }
 
 TEST_F(SandboxTest, UnimplementedRpcsSaySo) {
-  cri::ContainerStatsRequest req;
-  req.set_container_id("x");
-  cri::ContainerStatsResponse r;
-  grpc::Status s = c().Runtime(&Stub::ContainerStats, req, &r);
+  cri::UpdatePodSandboxResourcesRequest req;
+  req.set_pod_sandbox_id("x");
+  cri::UpdatePodSandboxResourcesResponse r;
+  grpc::Status s = c().Runtime(&Stub::UpdatePodSandboxResources, req, &r);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_NE(s.error_message().find("ContainerStats"), std::string::npos);
+  EXPECT_NE(s.error_message().find("UpdatePodSandboxResources"), std::string::npos);
 }
 
 // The leak check itself: a running pod shows up in every category it watches.

@@ -44,7 +44,7 @@ absl::Status SendAll(int fd, std::string_view data) {
 absl::StatusOr<std::unique_ptr<SpdyClient>> SpdyClient::Connect(const std::string& host, uint16_t port,
                                                                  const std::string& path,
                                                                  const std::vector<std::string>& protocols,
-                                                                 absl::Duration timeout) {
+                                                                 absl::Duration timeout, const std::string& method) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -65,15 +65,16 @@ absl::StatusOr<std::unique_ptr<SpdyClient>> SpdyClient::Connect(const std::strin
   }
   freeaddrinfo(res);
   if (!fd.valid()) return absl::UnavailableError(absl::StrCat("connect ", host, ":", port, ": ", error));
-  return Handshake(std::move(fd), path, protocols, /*send_request=*/true, timeout);
+  return Handshake(std::move(fd), path, protocols, /*send_request=*/true, timeout, method);
 }
 
 absl::StatusOr<std::unique_ptr<SpdyClient>> SpdyClient::Handshake(UniqueFd fd, const std::string& path,
                                                                   const std::vector<std::string>& protocols,
-                                                                  bool send_request, absl::Duration timeout) {
+                                                                  bool send_request, absl::Duration timeout,
+                                                                  const std::string& method) {
   std::unique_ptr<SpdyClient> c(new SpdyClient(std::move(fd)));
   if (send_request) {
-    std::string req = absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n",
+    std::string req = absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n",
                                    "Upgrade: SPDY/3.1\r\n");
     for (const std::string& p : protocols) absl::StrAppend(&req, "X-Stream-Protocol-Version: ", p, "\r\n");
     req += "\r\n";

@@ -28,18 +28,21 @@ namespace spdy = ::crisp::streaming::spdy;
 
 class SpdyClient {
  public:
-  // Connects over TCP and sends `GET path` asking for SPDY/3.1 with
-  // `protocols` as X-Stream-Protocol-Version values (in that order).
+  // Connects over TCP and sends `<method> path` asking for SPDY/3.1 with
+  // `protocols` as X-Stream-Protocol-Version values (in that order). crictl
+  // and kubectl use POST; kubelet's server takes GET too.
   static absl::StatusOr<std::unique_ptr<SpdyClient>> Connect(const std::string& host, uint16_t port,
                                                              const std::string& path,
                                                              const std::vector<std::string>& protocols,
-                                                             absl::Duration timeout = absl::Seconds(10));
+                                                             absl::Duration timeout = absl::Seconds(10),
+                                                             const std::string& method = "POST");
   // Same over a connected socket. With send_request false only the response
   // is read (the test called the handler with a request it built itself).
   static absl::StatusOr<std::unique_ptr<SpdyClient>> Handshake(UniqueFd fd, const std::string& path,
                                                                const std::vector<std::string>& protocols,
                                                                bool send_request = true,
-                                                               absl::Duration timeout = absl::Seconds(10));
+                                                               absl::Duration timeout = absl::Seconds(10),
+                                                               const std::string& method = "POST");
 
   // The response: 101 when upgraded (then protocol() is the negotiated
   // X-Stream-Protocol-Version); otherwise the body is in response_body().

@@ -24,6 +24,7 @@ absl::Status CriService::Init() {
   for (const char* sub : {"sandboxes", "containers", "cni"}) RETURN_IF_ERROR(MkdirAll(JoinPath(config_.root, sub), 0700));
   for (const char* sub : {"sandboxes", "ns", "containers"}) RETURN_IF_ERROR(MkdirAll(JoinPath(config_.state, sub), 0700));
   RETURN_IF_ERROR(Annotate(images_->Init(), "loading images"));
+  RETURN_IF_ERROR(Annotate(StartStreaming(), "starting the streaming server"));
   auto log = Logger("server");
   int ready = 0, total = 0;
   for (auto& sb : sandboxes_->LoadAll()) {

@@ -24,6 +24,7 @@
 #include "server/events.h"
 #include "server/name_registry.h"
 #include "server/sandbox_store.h"
+#include "server/streaming/streaming.h"
 
 namespace crisp::server {
 
@@ -84,6 +85,13 @@ class CriService {
                                         cri::UpdateContainerResourcesResponse* resp);
   absl::Status ReopenContainerLog(const cri::ReopenContainerLogRequest& req, cri::ReopenContainerLogResponse* resp);
   absl::Status ExecSync(const cri::ExecSyncRequest& req, cri::ExecSyncResponse* resp);
+  // Streaming sessions (exec.cc): each answers a single-use URL on the
+  // streaming server.
+  absl::Status Exec(const cri::ExecRequest& req, cri::ExecResponse* resp);
+  absl::Status Attach(const cri::AttachRequest& req, cri::AttachResponse* resp);
+  absl::Status PortForward(const cri::PortForwardRequest& req, cri::PortForwardResponse* resp);
+  // "address:port" of the streaming server (after Init).
+  std::string StreamingEndpoint() const { return streaming_ ? streaming_->Endpoint() : ""; }
 
   // Stats and metrics (stats.cc).
   absl::Status ContainerStats(const cri::ContainerStatsRequest& req, cri::ContainerStatsResponse* resp);
@@ -135,6 +143,7 @@ class CriService {
   absl::StatusOr<runtime::ContainerPlan> ExecPlan(const std::string& id,
                                                   const google::protobuf::RepeatedPtrField<std::string>& cmd, bool tty,
                                                   bool stdin);
+  absl::Status StartStreaming();
   absl::Status FillContainerStats(const Container& c, cri::ContainerStats* out);
   absl::Status ContainerFsUsage(cri::FilesystemUsage* out);
   absl::Status FillSandboxStats(const podsandbox::Sandbox& sb, cri::PodSandboxStats* out);
@@ -156,6 +165,7 @@ class CriService {
   ExitWatcher exit_watcher_;
   EventBroker events_;
   StatsCache stats_cache_;
+  std::unique_ptr<streaming::Server> streaming_;
   mutable std::mutex cidr_mu_;
   std::string pod_cidr_;
 };

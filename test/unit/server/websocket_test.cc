@@ -377,6 +377,48 @@ TEST_F(WebSocketServerTest, OpenFailureIsReportedOnTheErrorChannel) {
   EXPECT_NE(out->error.find("container is gone"), std::string::npos) << out->error;
 }
 
+TEST_F(WebSocketServerTest, FramesRightBehindTheUpgradeRequestAreServed) {
+  // A client may pipeline its first frame with the request (the server hands
+  // the handler those bytes as HttpRequest::leftover).
+  auto url = testing::ParseUrl(Exec({.stdin = true, .stdout = true}));
+  ASSERT_TRUE(url.ok());
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(url->port);
+  ASSERT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  std::string bytes = "GET " + url->path +
+                      " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n" +
+                      wsf::EncodeFrame(wsf::kBinary, std::string("\0early", 6), true, kMask);
+  ASSERT_EQ(::send(fd.get(), bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+  FrameType t;
+  std::string p;
+  ASSERT_TRUE(proc_.Next(&t, &p));
+  EXPECT_EQ(t, FrameType::kStdin);
+  EXPECT_EQ(p, "early");
+}
+
+TEST(WebSocketIdle, IdleStreamIsClosed) {
+  FakeProcess proc;
+  ServerOptions o;
+  o.idle_timeout = absl::Milliseconds(300);
+  auto s = Server::Start(o);
+  ASSERT_TRUE(s.ok());
+  auto url = (*s)->AddExec(RemoteCommandSession{{.stdout = true}, proc.Opener()});
+  ASSERT_TRUE(url.ok());
+  auto c = RemoteCommandClient::Connect(*url);
+  ASSERT_TRUE(c.ok()) << c.status();
+  absl::Time t0 = absl::Now();
+  auto out = (*c)->Wait(absl::Seconds(5));
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(out->closed);
+  EXPECT_GE(absl::Now() - t0, absl::Milliseconds(250));
+  EXPECT_TRUE(proc.WaitEof());
+}
+
 TEST_F(WebSocketServerTest, PortForwardTwoPorts) {
   testutil::EchoServer a("A:"), b("B:");
   auto url = server_->AddPortForward(PortForwardSession{{}, testutil::LoopbackDialer()});

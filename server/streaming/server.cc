@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -35,6 +36,9 @@ std::shared_ptr<spdlog::logger> Log() { return Logger("streaming"); }
 // A client has this long to complete TLS and send its request head.
 constexpr absl::Duration kHeadTimeout = absl::Seconds(30);
 constexpr size_t kRelayHighWater = 1 << 20;
+// Connections (each a thread) served at once; more are closed on accept so a
+// flood of idle clients cannot exhaust threads.
+constexpr size_t kMaxConnections = 512;
 
 enum class Kind { kExec, kAttach, kPortForward };
 
@@ -337,9 +341,14 @@ class ServerImpl : public Server {
         }
         continue;
       }
+      std::lock_guard<std::mutex> lock(conns_mu_);
+      if (conns_.size() >= kMaxConnections) {
+        Log()->warn("streaming server: {} connections open, refusing another", conns_.size());
+        ::close(fd);
+        continue;
+      }
       auto c = std::make_unique<ConnThread>();
       ConnThread* raw = c.get();
-      std::lock_guard<std::mutex> lock(conns_mu_);
       conns_.push_back(std::move(c));
       raw->thread = std::thread([this, fd, raw] {
         Serve(UniqueFd(fd));

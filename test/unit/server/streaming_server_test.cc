@@ -201,6 +201,7 @@ TEST(StreamingServer, SpdyIsNotImplementedYet) {
 }
 
 TEST(StreamingServer, DestructorStopsStreamsAndLeavesNoThreadsOrFds) {
+  testutil::EchoServer echo("E");
   size_t threads0 = testutil::ThreadCount();
   size_t fds0 = testutil::FdCount();
   {
@@ -215,8 +216,14 @@ TEST(StreamingServer, DestructorStopsStreamsAndLeavesNoThreadsOrFds) {
     // A second connection that never sends its request head.
     auto u = ParseUrl(*url);
     std::thread idle([&] { (void)RawHttp(u->host, u->port, "GET /exec/", false, absl::Seconds(5)); });
-    for (int i = 0; i < 100 && s->ActiveStreams() == 0; ++i) absl::SleepFor(absl::Milliseconds(10));
-    EXPECT_EQ(s->ActiveStreams(), 1u);
+    // And a port forward with a live connection to the echo server.
+    auto pf_url = s->AddPortForward(PortForwardSession{{}, testutil::LoopbackDialer()});
+    ASSERT_TRUE(pf_url.ok());
+    auto pf = testing::PortForwardClient::Connect(*pf_url, {echo.port()});
+    ASSERT_TRUE(pf.ok()) << pf.status();
+    ASSERT_TRUE((*pf)->Read(0, 1).ok());
+    for (int i = 0; i < 100 && s->ActiveStreams() < 2; ++i) absl::SleepFor(absl::Milliseconds(10));
+    EXPECT_EQ(s->ActiveStreams(), 2u);
     EXPECT_GT(testutil::ThreadCount(), threads0);
     absl::Time t0 = absl::Now();
     s.reset();
@@ -226,6 +233,7 @@ TEST(StreamingServer, DestructorStopsStreamsAndLeavesNoThreadsOrFds) {
     auto out = (*c)->Wait(absl::Seconds(5));
     EXPECT_TRUE(!out.ok() || out->closed);
     idle.join();
+    EXPECT_TRUE(absl::IsOutOfRange((*pf)->Read(0, 1, absl::Seconds(5)).status()));  // server's close frame
   }
   EXPECT_EQ(testutil::ThreadCount(), threads0);
   EXPECT_EQ(testutil::FdCount(), fds0);

@@ -7,9 +7,9 @@
 #include <cerrno>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 
 namespace crisp::streaming {
@@ -81,7 +81,8 @@ absl::StatusOr<HttpRequest> ParseRequestHead(absl::string_view head) {
       return absl::InvalidArgumentError("malformed header line");
     }
     std::string name = absl::AsciiStrToLower(line.substr(0, colon));
-    if (name.find_first_of(" \t") != std::string::npos) return absl::InvalidArgumentError("space in header name");
+    if (name.find_first_of(" \t") != std::string::npos)
+      return absl::InvalidArgumentError("space in header name");
     req.headers.emplace(std::move(name), std::string(absl::StripAsciiWhitespace(line.substr(colon + 1))));
   }
   return req;

@@ -2,10 +2,10 @@
 // Internal to the streaming server: the HTTP/1.1 request head parser and the
 // small socket helpers the protocol handlers share.
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/streaming/connection.h"
 

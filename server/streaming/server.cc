@@ -123,7 +123,8 @@ class Transport {
   // One read of up to n bytes; 0 on EOF/error/timeout.
   size_t Read(char* buf, size_t n, absl::Time deadline) {
     if (ssl_) {
-      int r = SslRetry(ssl_, fd_, shutdown_fd_, deadline, [&] { return SSL_read(ssl_, buf, static_cast<int>(n)); });
+      int r = SslRetry(ssl_, fd_, shutdown_fd_, deadline,
+                       [&] { return SSL_read(ssl_, buf, static_cast<int>(n)); });
       return r > 0 ? static_cast<size_t>(r) : 0;
     }
     for (;;) {
@@ -255,7 +256,8 @@ class ServerImpl : public Server {
         listener_(std::move(listener)),
         shutdown_(std::move(shutdown)),
         ctx_(ctx),
-        host_(absl::StrContains(options.address, ':') ? absl::StrCat("[", options.address, "]") : options.address),
+        host_(absl::StrContains(options.address, ':') ? absl::StrCat("[", options.address, "]")
+                                                      : options.address),
         port_(port) {
     accept_thread_ = std::thread([this] { AcceptLoop(); });
   }
@@ -416,7 +418,8 @@ class ServerImpl : public Server {
     bool spdy = absl::EqualsIgnoreCase(upgrade, "SPDY/3.1");
     if (!websocket && !spdy) {
       transport.Write(
-          HttpResponse(400, "Bad Request", "streaming requires an Upgrade to websocket or SPDY/3.1\n"), deadline);
+          HttpResponse(400, "Bad Request", "streaming requires an Upgrade to websocket or SPDY/3.1\n"),
+          deadline);
       return;
     }
     ConnectionOptions copts{options_.idle_timeout, sd};
@@ -495,7 +498,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return absl::InvalidArgumentError("TLS needs both a certificate and a key file");
   }
-  if (options.token_ttl <= absl::ZeroDuration()) return absl::InvalidArgumentError("token_ttl must be positive");
+  if (options.token_ttl <= absl::ZeroDuration())
+    return absl::InvalidArgumentError("token_ttl must be positive");
   if (options.max_tokens == 0) return absl::InvalidArgumentError("max_tokens must be positive");
   if (options.idle_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("idle_timeout must be positive");
@@ -512,13 +516,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   }
   UniqueFd listener(::socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   int one = 1;
-  bool ok = listener.valid() && ::setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+  bool ok = listener.valid() &&
+            ::setsockopt(listener.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
             ::bind(listener.get(), ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(listener.get(), 128) == 0;
   int err = errno;
   ::freeaddrinfo(ai);
   if (!ok) {
-    return absl::UnavailableError(absl::StrCat("streaming server: bind ", options.address, ":", options.port, ": ",
-                                               strerror(err)));
+    return absl::UnavailableError(
+        absl::StrCat("streaming server: bind ", options.address, ":", options.port, ": ", strerror(err)));
   }
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
@@ -535,7 +540,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     if (!c.ok()) return c.status();
     ctx = *c;
   }
-  return std::unique_ptr<Server>(new ServerImpl(options, std::move(listener), std::move(shutdown), ctx, bound));
+  return std::unique_ptr<Server>(
+      new ServerImpl(options, std::move(listener), std::move(shutdown), ctx, bound));
 }
 
 }  // namespace crisp::streaming

@@ -62,7 +62,8 @@ constexpr absl::string_view kV1Base64 = "base64.channel.k8s.io";
 // channel.k8s.io family. v2/v3.channel.k8s.io are SPDY-only names; the kubelet
 // does not offer them over WebSocket, so neither do we.
 const std::vector<absl::string_view>& RemoteCommandProtocols() {
-  static const auto* p = new std::vector<absl::string_view>{"", kV5Binary, kV4Binary, kV4Base64, kV1Binary, kV1Base64};
+  static const auto* p =
+      new std::vector<absl::string_view>{"", kV5Binary, kV4Binary, kV4Base64, kV1Binary, kV1Base64};
   return *p;
 }
 // portforward/websocket.go: "", v4.channel.k8s.io, v4.base64.channel.k8s.io.
@@ -82,21 +83,24 @@ void Reject(int fd, int code, absl::string_view reason, absl::string_view body, 
 // Validates the upgrade request, picks the subprotocol (the first the client
 // lists that we support; none listed means "", as wsstream does) and writes
 // the 101. On failure answers 400 and returns nullopt.
-std::optional<std::string> Handshake(int fd, const HttpRequest& req, const std::vector<absl::string_view>& supported,
-                                     int shutdown_fd) {
+std::optional<std::string> Handshake(int fd, const HttpRequest& req,
+                                     const std::vector<absl::string_view>& supported, int shutdown_fd) {
   auto bad = [&](absl::string_view why) -> std::optional<std::string> {
     Reject(fd, 400, "Bad Request", why, shutdown_fd);
     return std::nullopt;
   };
   if (req.method != "GET") return bad("websocket upgrade must be a GET");
-  if (!absl::EqualsIgnoreCase(HeaderValue(req, "upgrade"), "websocket")) return bad("not a websocket upgrade");
+  if (!absl::EqualsIgnoreCase(HeaderValue(req, "upgrade"), "websocket"))
+    return bad("not a websocket upgrade");
   bool conn_upgrade = false;
   for (const auto& t : HeaderTokens(req, "connection")) conn_upgrade |= absl::EqualsIgnoreCase(t, "upgrade");
   if (!conn_upgrade) return bad("Connection header does not include upgrade");
-  if (HeaderValue(req, "sec-websocket-version") != "13") return bad("unsupported Sec-WebSocket-Version (need 13)");
+  if (HeaderValue(req, "sec-websocket-version") != "13")
+    return bad("unsupported Sec-WebSocket-Version (need 13)");
   std::string key = HeaderValue(req, "sec-websocket-key");
   std::string raw_key;
-  if (!ws::Base64Decode(key, &raw_key) || raw_key.size() != 16) return bad("missing or malformed Sec-WebSocket-Key");
+  if (!ws::Base64Decode(key, &raw_key) || raw_key.size() != 16)
+    return bad("missing or malformed Sec-WebSocket-Key");
   std::vector<std::string> offered = HeaderTokens(req, "sec-websocket-protocol");
   if (offered.empty()) offered.emplace_back();
   std::optional<std::string> chosen;
@@ -114,10 +118,12 @@ std::optional<std::string> Handshake(int fd, const HttpRequest& req, const std::
     for (absl::string_view s : supported) {
       if (!s.empty()) names.emplace_back(s);
     }
-    return bad(absl::StrCat("requested protocol(s) are not supported; supported: ", absl::StrJoin(names, ", ")));
+    return bad(
+        absl::StrCat("requested protocol(s) are not supported; supported: ", absl::StrJoin(names, ", ")));
   }
-  std::string resp = absl::StrCat("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
-                                  "Sec-WebSocket-Accept: ", ws::AcceptKey(key), "\r\n");
+  std::string resp =
+      absl::StrCat("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+                   "Sec-WebSocket-Accept: ", ws::AcceptKey(key), "\r\n");
   if (!chosen->empty()) absl::StrAppend(&resp, "Sec-WebSocket-Protocol: ", *chosen, "\r\n");
   resp += "\r\n";
   if (!SendAll(fd, resp, shutdown_fd, kHandshakeWriteTimeout)) return std::nullopt;
@@ -275,16 +281,18 @@ int MsUntil(absl::Time t) {
 std::string V1StatusText(int exit_code, absl::string_view message) {
   if (exit_code == 0) return "";
   auto j = nlohmann::json::parse(ExitStatusJson(exit_code, std::string(message)), nullptr, false);
-  if (j.is_object() && j.contains("message") && j["message"].is_string()) return j["message"].get<std::string>();
+  if (j.is_object() && j.contains("message") && j["message"].is_string())
+    return j["message"].get<std::string>();
   return std::string(message);
 }
 
 }  // namespace
 
-void ServeWebSocketRemoteCommand(UniqueFd conn, const HttpRequest& request, const RemoteCommandSession& session,
-                                 const ConnectionOptions& options) {
+void ServeWebSocketRemoteCommand(UniqueFd conn, const HttpRequest& request,
+                                 const RemoteCommandSession& session, const ConnectionOptions& options) {
   SetNonBlocking(conn.get());
-  std::optional<std::string> protocol = Handshake(conn.get(), request, RemoteCommandProtocols(), options.shutdown_fd);
+  std::optional<std::string> protocol =
+      Handshake(conn.get(), request, RemoteCommandProtocols(), options.shutdown_fd);
   if (!protocol) return;
   const bool v4_status = *protocol == kV4Binary || *protocol == kV4Base64 || *protocol == kV5Binary;
   const bool v5 = *protocol == kV5Binary;
@@ -295,7 +303,8 @@ void ServeWebSocketRemoteCommand(UniqueFd conn, const HttpRequest& request, cons
   peer.SendChannel(stdio.stdout ? kStdoutChannel : stdio.stderr ? kStderrChannel : kErrorChannel, "");
 
   auto finish = [&](int exit_code, absl::string_view message) {
-    std::string status = v4_status ? ExitStatusJson(exit_code, std::string(message)) : V1StatusText(exit_code, message);
+    std::string status =
+        v4_status ? ExitStatusJson(exit_code, std::string(message)) : V1StatusText(exit_code, message);
     if (!status.empty()) peer.SendChannel(kErrorChannel, status);
     peer.SendClose(ws::kCloseNormal, "");
   };
@@ -337,7 +346,8 @@ void ServeWebSocketRemoteCommand(UniqueFd conn, const HttpRequest& request, cons
         break;
       }
       case kCloseChannel:
-        if (v5 && data.size() == 1 && static_cast<uint8_t>(data[0]) == kStdinChannel && stdio.stdin && proc_open) {
+        if (v5 && data.size() == 1 && static_cast<uint8_t>(data[0]) == kStdinChannel && stdio.stdin &&
+            proc_open) {
           to_proc += runtime::EncodeFrame(FrameType::kCloseStdin, "");
         }
         break;
@@ -403,7 +413,8 @@ void ServeWebSocketRemoteCommand(UniqueFd conn, const HttpRequest& request, cons
           case FrameType::kExit: {
             int32_t code = -1;
             std::string message;
-            if (!runtime::DecodeExit(payload, &code, &message)) message = "malformed exit status from the shim";
+            if (!runtime::DecodeExit(payload, &code, &message))
+              message = "malformed exit status from the shim";
             finish(code, message);
             break;
           }
@@ -465,7 +476,8 @@ void ServeWebSocketPortForward(UniqueFd conn, const HttpRequest& request, const 
     Reject(conn.get(), 400, "Bad Request", ports.status().message(), options.shutdown_fd);
     return;
   }
-  std::optional<std::string> protocol = Handshake(conn.get(), request, PortForwardProtocols(), options.shutdown_fd);
+  std::optional<std::string> protocol =
+      Handshake(conn.get(), request, PortForwardProtocols(), options.shutdown_fd);
   if (!protocol) return;
   WsPeer peer(conn.get(), IsBase64(*protocol));
   std::vector<std::pair<uint8_t, std::string>> msgs;
@@ -480,8 +492,9 @@ void ServeWebSocketPortForward(UniqueFd conn, const HttpRequest& request, const 
   }
   // The kubelet dials every port as soon as the stream is up.
   for (size_t i = 0; i < fwd.size(); ++i) {
-    absl::StatusOr<UniqueFd> fd =
-        session.dial ? session.dial(fwd[i].port) : absl::StatusOr<UniqueFd>(absl::UnavailableError("no dialer"));
+    absl::StatusOr<UniqueFd> fd = session.dial
+                                      ? session.dial(fwd[i].port)
+                                      : absl::StatusOr<UniqueFd>(absl::UnavailableError("no dialer"));
     if (!fd.ok()) {
       peer.SendChannel(static_cast<uint8_t>(2 * i + 1),
                        absl::StrCat("error forwarding port ", fwd[i].port, ": ", fd.status().message()));

@@ -143,11 +143,13 @@ Decoder::Result Decoder::Next(Message* out) {
       hdr = 10;
     }
     if (masked != expect_masked_) {
-      return Fail(kCloseProtocolError, expect_masked_ ? "client frame is not masked" : "server frame is masked");
+      return Fail(kCloseProtocolError,
+                  expect_masked_ ? "client frame is not masked" : "server frame is masked");
     }
     bool control = opcode & 0x08;
     if (control) {
-      if (opcode != kClose && opcode != kPing && opcode != kPong) return Fail(kCloseProtocolError, "unknown opcode");
+      if (opcode != kClose && opcode != kPing && opcode != kPong)
+        return Fail(kCloseProtocolError, "unknown opcode");
       if (!fin || len > 125) return Fail(kCloseProtocolError, "fragmented or oversized control frame");
     } else if (opcode != kContinuation && opcode != kText && opcode != kBinary) {
       return Fail(kCloseProtocolError, "unknown opcode");

@@ -34,7 +34,8 @@ std::string AcceptKey(std::string_view key);
 
 // One frame. `mask` non-null: the client side (4 masking key bytes);
 // servers send unmasked frames (RFC 6455 5.1).
-std::string EncodeFrame(uint8_t opcode, std::string_view payload, bool fin = true, const uint8_t* mask = nullptr);
+std::string EncodeFrame(uint8_t opcode, std::string_view payload, bool fin = true,
+                        const uint8_t* mask = nullptr);
 // A close frame's payload: 2-byte status code + reason.
 std::string ClosePayload(uint16_t code, std::string_view reason = {});
 
@@ -44,7 +45,8 @@ std::string ClosePayload(uint16_t code, std::string_view reason = {});
 class Decoder {
  public:
   enum class Result { kNeedMore, kMessage, kError };
-  Decoder(bool expect_masked, size_t max_message) : expect_masked_(expect_masked), max_message_(max_message) {}
+  Decoder(bool expect_masked, size_t max_message)
+      : expect_masked_(expect_masked), max_message_(max_message) {}
 
   void Feed(const char* data, size_t n) { buf_.append(data, n); }
   // kMessage fills *out; kError sets error() (then nothing more is decoded).

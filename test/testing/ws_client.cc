@@ -86,7 +86,8 @@ absl::StatusOr<ParsedUrl> ParseUrl(const std::string& url) {
   std::string_view hostport = rest.substr(0, slash);
   u.path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
   size_t colon = hostport.rfind(':');
-  if (colon == std::string_view::npos) return absl::InvalidArgumentError(absl::StrCat("URL without port: ", url));
+  if (colon == std::string_view::npos)
+    return absl::InvalidArgumentError(absl::StrCat("URL without port: ", url));
   std::string_view host = hostport.substr(0, colon);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   u.host = std::string(host);
@@ -98,8 +99,8 @@ absl::StatusOr<ParsedUrl> ParseUrl(const std::string& url) {
   return u;
 }
 
-absl::StatusOr<std::string> RawHttp(const std::string& host, uint16_t port, std::string_view request, bool tls,
-                                    absl::Duration timeout) {
+absl::StatusOr<std::string> RawHttp(const std::string& host, uint16_t port, std::string_view request,
+                                    bool tls, absl::Duration timeout) {
   absl::StatusOr<int> fd = Dial(host, port, timeout);
   if (!fd.ok()) return fd.status();
   SSL_CTX* ctx = nullptr;
@@ -115,8 +116,10 @@ absl::StatusOr<std::string> RawHttp(const std::string& host, uint16_t port, std:
       return s;
     }
   }
-  bool sent = ssl ? SSL_write(ssl, request.data(), static_cast<int>(request.size())) == static_cast<int>(request.size())
-                  : ::send(*fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size());
+  bool sent =
+      ssl ? SSL_write(ssl, request.data(), static_cast<int>(request.size())) ==
+                static_cast<int>(request.size())
+          : ::send(*fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size());
   if (!sent) {
     cleanup();
     return absl::UnavailableError("sending the request failed");
@@ -165,7 +168,8 @@ absl::StatusOr<std::unique_ptr<WsClient>> WsClient::Connect(const std::string& h
   std::string req = absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: ", host_header, ":", port,
                                  "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ", key,
                                  "\r\nSec-WebSocket-Version: 13\r\n");
-  if (!protocols.empty()) absl::StrAppend(&req, "Sec-WebSocket-Protocol: ", absl::StrJoin(protocols, ","), "\r\n");
+  if (!protocols.empty())
+    absl::StrAppend(&req, "Sec-WebSocket-Protocol: ", absl::StrJoin(protocols, ","), "\r\n");
   req += "\r\n";
   if (absl::Status s = c->WriteAll(req); !s.ok()) return s;
   // Read the response head; whatever follows it is the first frames.
@@ -179,7 +183,8 @@ absl::StatusOr<std::unique_ptr<WsClient>> WsClient::Connect(const std::string& h
       int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
       if (ms <= 0 || ::poll(&p, 1, ms) <= 0) return absl::DeadlineExceededError("no handshake response");
     }
-    int n = c->ssl_ ? SSL_read(c->ssl_, buf, sizeof(buf)) : static_cast<int>(::recv(c->fd_, buf, sizeof(buf), 0));
+    int n =
+        c->ssl_ ? SSL_read(c->ssl_, buf, sizeof(buf)) : static_cast<int>(::recv(c->fd_, buf, sizeof(buf), 0));
     if (n <= 0) {
       return absl::UnavailableError(absl::StrCat("connection closed during the handshake; got: ", head));
     }
@@ -189,7 +194,8 @@ absl::StatusOr<std::unique_ptr<WsClient>> WsClient::Connect(const std::string& h
   head.resize(end);
   std::vector<std::string> lines = absl::StrSplit(head, "\r\n");
   if (lines.empty() || !absl::StartsWith(lines[0], "HTTP/1.1 101")) {
-    return absl::FailedPreconditionError(absl::StrCat("handshake refused: ", lines.empty() ? head : lines[0]));
+    return absl::FailedPreconditionError(
+        absl::StrCat("handshake refused: ", lines.empty() ? head : lines[0]));
   }
   std::map<std::string, std::string> headers;
   for (size_t i = 1; i < lines.size(); ++i) {
@@ -243,8 +249,8 @@ absl::Status WsClient::SendFrame(uint8_t opcode, std::string_view payload, bool 
 
 absl::Status WsClient::SendChannel(uint8_t channel, std::string_view data) {
   if (base64()) {
-    return SendFrame(ws::kText, absl::StrCat(std::string(1, static_cast<char>('0' + channel)),
-                                             ws::Base64Encode(data)));
+    return SendFrame(ws::kText,
+                     absl::StrCat(std::string(1, static_cast<char>('0' + channel)), ws::Base64Encode(data)));
   }
   std::string msg(1, static_cast<char>(channel));
   msg.append(data);
@@ -278,9 +284,9 @@ absl::StatusOr<ws::Message> WsClient::ReadMessage(absl::Duration timeout) {
     if (r == ws::Decoder::Result::kMessage) {
       if (m.opcode == ws::kPing) (void)SendFrame(ws::kPong, m.payload);
       if (m.opcode == ws::kClose) {
-        close_code_ = m.payload.size() >= 2 ? (static_cast<uint8_t>(m.payload[0]) << 8) |
-                                                  static_cast<uint8_t>(m.payload[1])
-                                            : 1005;
+        close_code_ = m.payload.size() >= 2
+                          ? (static_cast<uint8_t>(m.payload[0]) << 8) | static_cast<uint8_t>(m.payload[1])
+                          : 1005;
       }
       return m;
     }
@@ -322,9 +328,8 @@ absl::Status WsClient::Close(uint16_t code, absl::Duration timeout) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<RemoteCommandClient>> RemoteCommandClient::Connect(const std::string& url,
-                                                                                  std::vector<std::string> protocols,
-                                                                                  absl::Duration timeout) {
+absl::StatusOr<std::unique_ptr<RemoteCommandClient>> RemoteCommandClient::Connect(
+    const std::string& url, std::vector<std::string> protocols, absl::Duration timeout) {
   absl::StatusOr<std::unique_ptr<WsClient>> c = WsClient::ConnectUrl(url, protocols, timeout);
   if (!c.ok()) return c.status();
   return std::make_unique<RemoteCommandClient>(std::move(*c));
@@ -359,17 +364,17 @@ absl::Status RemoteCommandClient::WaitForStdout(std::string_view want, absl::Dur
   absl::Time deadline = absl::Now() + timeout;
   while (out_.stdout.find(want) == std::string::npos) {
     absl::StatusOr<ChannelMessage> m = ws_->ReadChannel(deadline - absl::Now());
-    if (!m.ok()) return absl::Status(m.status().code(), absl::StrCat(m.status().message(), "; stdout so far: ",
-                                                                     out_.stdout));
+    if (!m.ok())
+      return absl::Status(m.status().code(),
+                          absl::StrCat(m.status().message(), "; stdout so far: ", out_.stdout));
     Collect(*m);
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<PortForwardClient>> PortForwardClient::Connect(const std::string& url,
-                                                                              const std::vector<uint16_t>& ports,
-                                                                              std::vector<std::string> protocols,
-                                                                              absl::Duration timeout) {
+absl::StatusOr<std::unique_ptr<PortForwardClient>> PortForwardClient::Connect(
+    const std::string& url, const std::vector<uint16_t>& ports, std::vector<std::string> protocols,
+    absl::Duration timeout) {
   std::string full = url;
   for (size_t i = 0; i < ports.size(); ++i) {
     absl::StrAppend(&full, (i == 0 && url.find('?') == std::string::npos) ? "?" : "&", "port=", ports[i]);
@@ -386,9 +391,11 @@ absl::StatusOr<std::unique_ptr<PortForwardClient>> PortForwardClient::Connect(co
     if (ch >= seen.size() || seen[ch] || m->data.size() != 2) {
       return absl::DataLossError(absl::StrCat("unexpected initial message on channel ", ch));
     }
-    uint16_t port = static_cast<uint16_t>(static_cast<uint8_t>(m->data[0]) | (static_cast<uint8_t>(m->data[1]) << 8));
+    uint16_t port =
+        static_cast<uint16_t>(static_cast<uint8_t>(m->data[0]) | (static_cast<uint8_t>(m->data[1]) << 8));
     if (port != ports[ch / 2]) {
-      return absl::DataLossError(absl::StrCat("channel ", ch, " announced port ", port, ", want ", ports[ch / 2]));
+      return absl::DataLossError(
+          absl::StrCat("channel ", ch, " announced port ", port, ", want ", ports[ch / 2]));
     }
     seen[ch] = true;
   }

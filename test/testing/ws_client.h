@@ -41,8 +41,8 @@ absl::StatusOr<ParsedUrl> ParseUrl(const std::string& url);
 
 // One raw HTTP exchange: sends `request` verbatim and reads until the server
 // closes (or `timeout`); returns everything received.
-absl::StatusOr<std::string> RawHttp(const std::string& host, uint16_t port, std::string_view request, bool tls,
-                                    absl::Duration timeout = absl::Seconds(10));
+absl::StatusOr<std::string> RawHttp(const std::string& host, uint16_t port, std::string_view request,
+                                    bool tls, absl::Duration timeout = absl::Seconds(10));
 
 class WsClient {
  public:

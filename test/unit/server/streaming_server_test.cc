@@ -1,13 +1,12 @@
 // The streaming server's HTTP side: tokens, errors, dispatch, TLS and clean
 // shutdown. The WebSocket protocols themselves are in websocket_test.cc.
-#include "server/streaming/streaming.h"
-
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "gtest/gtest.h"
+#include "server/streaming/streaming.h"
 #include "test/testing/temp_dir.h"
 #include "test/testing/ws_client.h"
 #include "test/unit/server/streaming_test_util.h"
@@ -34,8 +33,9 @@ std::string Get(const Server& s, const std::string& path, bool upgrade = true, s
   EXPECT_TRUE(u.ok());
   std::string req = absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: x\r\n", extra);
   if (upgrade) {
-    req += "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n";
+    req +=
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n";
   }
   req += "\r\n";
   auto r = RawHttp(u->host, u->port, req, false, absl::Seconds(5));
@@ -196,7 +196,8 @@ TEST(StreamingServer, SpdyIsNotImplementedYet) {
   auto url = s->AddExec(Session(p));
   ASSERT_TRUE(url.ok());
   std::string r =
-      Get(*s, PathOf(*url), false, "Upgrade: SPDY/3.1\r\nConnection: Upgrade\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n");
+      Get(*s, PathOf(*url), false,
+          "Upgrade: SPDY/3.1\r\nConnection: Upgrade\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n");
   EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.1 501")) << r;
 }
 

@@ -73,7 +73,8 @@ class FakeProcess {
     return eof_;
   }
   bool Send(const std::string& bytes) {
-    return ::send(ours_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size());
+    return ::send(ours_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+           static_cast<ssize_t>(bytes.size());
   }
   void Close() { ours_.reset(); }
 
@@ -178,8 +179,8 @@ inline bool WriteSelfSignedCert(const std::string& cert_path, const std::string&
   X509_gmtime_adj(X509_getm_notAfter(x), 3600);
   X509_set_pubkey(x, key);
   X509_NAME* name = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("127.0.0.1"), -1, -1,
-                             0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("127.0.0.1"),
+                             -1, -1, 0);
   X509_set_issuer_name(x, name);
   bool ok = X509_sign(x, key, EVP_sha256()) > 0;
   FILE* c = std::fopen(cert_path.c_str(), "w");

@@ -1,11 +1,10 @@
 // WebSocket framing and the remotecommand/portforward handlers, over a real
 // streaming server with a fake process side (the test plays the shim).
-#include "server/streaming/websocket_frame.h"
-
 #include <nlohmann/json.hpp>
 
 #include "gtest/gtest.h"
 #include "server/streaming/streaming.h"
+#include "server/streaming/websocket_frame.h"
 #include "test/testing/ws_client.h"
 #include "test/unit/server/streaming_test_util.h"
 
@@ -95,16 +94,19 @@ TEST(WebSocketFrame, ProtocolErrors) {
   // A server must reject unmasked client frames.
   EXPECT_EQ(decode(wsf::EncodeFrame(wsf::kBinary, "x"), true).first, wsf::Decoder::Result::kError);
   // And a client masked server frames.
-  EXPECT_EQ(decode(wsf::EncodeFrame(wsf::kBinary, "x", true, kMask), false).first, wsf::Decoder::Result::kError);
+  EXPECT_EQ(decode(wsf::EncodeFrame(wsf::kBinary, "x", true, kMask), false).first,
+            wsf::Decoder::Result::kError);
   EXPECT_EQ(decode(wsf::EncodeFrame(wsf::kContinuation, "x", true, kMask), true).first,
             wsf::Decoder::Result::kError);
-  EXPECT_EQ(decode(wsf::EncodeFrame(wsf::kText, "a", false, kMask) + wsf::EncodeFrame(wsf::kText, "b", true, kMask),
-                   true)
-                .first,
-            wsf::Decoder::Result::kError);
+  EXPECT_EQ(
+      decode(wsf::EncodeFrame(wsf::kText, "a", false, kMask) + wsf::EncodeFrame(wsf::kText, "b", true, kMask),
+             true)
+          .first,
+      wsf::Decoder::Result::kError);
   EXPECT_EQ(decode(wsf::EncodeFrame(wsf::kPing, std::string(126, 'p'), true, kMask), true).first,
             wsf::Decoder::Result::kError);
-  EXPECT_EQ(decode(wsf::EncodeFrame(wsf::kPing, "p", false, kMask), true).first, wsf::Decoder::Result::kError);
+  EXPECT_EQ(decode(wsf::EncodeFrame(wsf::kPing, "p", false, kMask), true).first,
+            wsf::Decoder::Result::kError);
   EXPECT_EQ(decode(wsf::EncodeFrame(0x3, "x", true, kMask), true).first, wsf::Decoder::Result::kError);
   auto big = decode(wsf::EncodeFrame(wsf::kBinary, std::string(100, 'x'), true, kMask), true, 64);
   EXPECT_EQ(big.first, wsf::Decoder::Result::kError);
@@ -117,7 +119,8 @@ TEST(WebSocketFrame, ProtocolErrors) {
 }
 
 TEST(WebSocketFrame, Base64) {
-  for (const std::string& s : std::vector<std::string>{"", "f", "fo", "foo", "foo\n", std::string("\0\xff\x10", 3)}) {
+  for (const std::string& s :
+       std::vector<std::string>{"", "f", "fo", "foo", "foo\n", std::string("\0\xff\x10", 3)}) {
     std::string d;
     ASSERT_TRUE(wsf::Base64Decode(wsf::Base64Encode(s), &d)) << s;
     EXPECT_EQ(d, s);
@@ -154,7 +157,8 @@ class WebSocketServerTest : public ::testing::Test {
 nlohmann::json ParseStatus(const std::string& s) { return nlohmann::json::parse(s, nullptr, false); }
 
 TEST_F(WebSocketServerTest, V5StdoutStderrStdinResizeExit0) {
-  auto c = ConnectRc(Exec({.stdin = true, .stdout = true, .stderr = false, .tty = true}), {"v5.channel.k8s.io"});
+  auto c =
+      ConnectRc(Exec({.stdin = true, .stdout = true, .stderr = false, .tty = true}), {"v5.channel.k8s.io"});
   ASSERT_NE(c, nullptr);
   EXPECT_EQ(c->ws().protocol(), "v5.channel.k8s.io");
   // The kubelet's "established" signal: an empty message on stdout.
@@ -367,8 +371,9 @@ TEST_F(WebSocketServerTest, AttachEndsWithSuccessWhenTheSocketCloses) {
 }
 
 TEST_F(WebSocketServerTest, OpenFailureIsReportedOnTheErrorChannel) {
-  auto url = server_->AddExec(RemoteCommandSession{
-      {.stdout = true}, []() -> absl::StatusOr<UniqueFd> { return absl::NotFoundError("container is gone"); }});
+  auto url = server_->AddExec(RemoteCommandSession{{.stdout = true}, []() -> absl::StatusOr<UniqueFd> {
+                                                     return absl::NotFoundError("container is gone");
+                                                   }});
   ASSERT_TRUE(url.ok());
   auto c = ConnectRc(*url, {"v4.channel.k8s.io"});
   ASSERT_NE(c, nullptr);

@@ -136,4 +136,17 @@ bool SetNonBlocking(int fd) {
   return fl >= 0 && ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
 }
 
+bool FlushSome(int fd, std::string* out) {
+  while (!out->empty()) {
+    ssize_t n = ::send(fd, out->data(), out->size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      out->erase(0, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+  return true;
+}
+
 }  // namespace crisp::streaming

@@ -38,6 +38,10 @@ std::string HttpResponse(int code, absl::string_view reason, absl::string_view b
 // a SIGPIPE.
 bool SendAll(int fd, absl::string_view data, int shutdown_fd, absl::Duration timeout);
 
+// Sends as much of *out as the non-blocking socket `fd` takes now, erasing
+// what was sent. False on a hard error (EAGAIN is not one).
+bool FlushSome(int fd, std::string* out);
+
 // Makes `fd` non-blocking; false on failure.
 bool SetNonBlocking(int fd);
 

@@ -29,6 +29,7 @@
 #include "absl/time/clock.h"
 #include "runtime/stdio_frame.h"
 #include "server/streaming/connection.h"
+#include "server/streaming/http.h"
 #include "server/streaming/spdy_framing.h"
 
 namespace crisp::streaming {
@@ -63,23 +64,6 @@ int PollTimeoutMs(absl::Time deadline) {
   return static_cast<int>(absl::ToInt64Milliseconds(left)) + 1;
 }
 
-// Writes all of `data` to a socket that may be non-blocking, giving up at
-// `deadline` or when `shutdown_fd` becomes readable.
-bool WriteAll(int fd, std::string_view data, absl::Time deadline, int shutdown_fd) {
-  while (!data.empty()) {
-    ssize_t n = send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n > 0) {
-      data.remove_prefix(static_cast<size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return false;
-    pollfd p[2] = {{fd, POLLOUT, 0}, {shutdown_fd, POLLIN, 0}};
-    int rc = poll(p, shutdown_fd >= 0 ? 2 : 1, PollTimeoutMs(deadline));
-    if (rc == 0 || (shutdown_fd >= 0 && (p[1].revents & POLLIN))) return false;
-  }
-  return true;
-}
 
 // Every value of a request header, comma-separated lists split.
 std::vector<std::string> HeaderValues(const HttpRequest& request, const std::string& name) {
@@ -108,7 +92,7 @@ void WriteHttpError(int fd, int code, const std::string& reason, const std::stri
                                   "Content-Type: text/plain; charset=utf-8\r\n", "X-Content-Type-Options: nosniff\r\n");
   for (const std::string& p : accepted) absl::StrAppend(&head, "X-Accepted-Stream-Protocol-Versions: ", p, "\r\n");
   absl::StrAppend(&head, "Content-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
-  WriteAll(fd, head, absl::Now() + absl::Seconds(10), options.shutdown_fd);
+  SendAll(fd, head, options.shutdown_fd, absl::Seconds(10));
 }
 
 // The upgrade handshake (kubelet's httpstream.Handshake + the SPDY response
@@ -142,7 +126,7 @@ std::string Upgrade(int fd, const HttpRequest& request, const std::vector<std::s
   std::string response = absl::StrCat(
       "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: ",
       chosen, "\r\n\r\n");
-  if (!WriteAll(fd, response, absl::Now() + absl::Seconds(10), options.shutdown_fd)) return "";
+  if (!SendAll(fd, response, options.shutdown_fd, absl::Seconds(10))) return "";
   return chosen;
 }
 
@@ -184,16 +168,7 @@ class Conn {
 
   // Writes what the socket takes; false on a write error.
   bool Flush() {
-    while (!out_.empty()) {
-      ssize_t n = send(fd_.get(), out_.data(), out_.size(), MSG_NOSIGNAL);
-      if (n > 0) {
-        out_.erase(0, static_cast<size_t>(n));
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-    }
-    return true;
+    return FlushSome(fd_.get(), &out_);
   }
 
   // The next frame that the caller must handle itself (SYN_STREAM, DATA,
@@ -302,7 +277,7 @@ class Conn {
   void Finish() {
     out_ += spdy::EncodeGoAway(last_stream_id_, 0);
     absl::Time deadline = absl::Now() + kLingerTimeout;
-    if (!WriteAll(fd_.get(), out_, deadline, options_.shutdown_fd)) return;
+    if (!SendAll(fd_.get(), out_, options_.shutdown_fd, deadline - absl::Now())) return;
     out_.clear();
     shutdown(fd_.get(), SHUT_WR);
     char buf[4096];
@@ -511,20 +486,11 @@ class RemoteCommand {
   }
 
   void WriteProc() {
-    while (!to_proc_.empty()) {
-      ssize_t n = send(proc_.get(), to_proc_.data(), to_proc_.size(), MSG_NOSIGNAL);
-      if (n > 0) {
-        to_proc_.erase(0, static_cast<size_t>(n));
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-      // The process side no longer reads (it has exited): its output and
-      // exit status may still be on the way, so keep reading.
-      to_proc_.clear();
-      stdin_closed_ = true;
-      return;
-    }
+    if (FlushSome(proc_.get(), &to_proc_)) return;
+    // The process side no longer reads (it has exited): its output and
+    // exit status may still be on the way, so keep reading.
+    to_proc_.clear();
+    stdin_closed_ = true;
   }
 
   // Forwards process output; false when the process side has ended.
@@ -781,14 +747,7 @@ class PortForward {
   }
 
   void WriteTcp(Pair& pair) {
-    while (!pair.to_tcp.empty()) {
-      ssize_t n = send(pair.tcp.get(), pair.to_tcp.data(), pair.to_tcp.size(), MSG_NOSIGNAL);
-      if (n > 0) {
-        pair.to_tcp.erase(0, static_cast<size_t>(n));
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (!FlushSome(pair.tcp.get(), &pair.to_tcp)) {
       ClosePair(pair, absl::StrCat("error forwarding port ", pair.port, ": write: ", std::strerror(errno)));
       return;
     }

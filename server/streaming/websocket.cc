@@ -130,20 +130,6 @@ std::optional<std::string> Handshake(int fd, const HttpRequest& req,
   return chosen;
 }
 
-// Sends as much of *out as the socket takes now. False on a hard error.
-bool FlushSome(int fd, std::string* out) {
-  while (!out->empty()) {
-    ssize_t n = ::send(fd, out->data(), out->size(), MSG_NOSIGNAL);
-    if (n > 0) {
-      out->erase(0, static_cast<size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-  }
-  return true;
-}
-
 // One recv(). >0 bytes appended, 0 EOF, -1 nothing now, -2 error.
 ssize_t RecvSome(int fd, std::string* in) {
   char buf[kReadChunk];

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -78,6 +79,36 @@ struct Target {
       return false;
     }
     return true;
+  }
+  // Pulls `image`; prints why not and returns false on failure.
+  bool Pull(const std::string& image) {
+    ::runtime::v1::PullImageRequest req;
+    req.mutable_image()->set_image(image);
+    ::runtime::v1::PullImageResponse resp;
+    if (grpc::Status st = client->Image(&::runtime::v1::ImageService::Stub::PullImage, req, &resp); !st.ok()) {
+      std::fprintf(stderr, "pulling %s: %s\n", image.c_str(), st.error_message().c_str());
+      return false;
+    }
+    return true;
+  }
+  // Leaves the runtime as a benchmark found it: stops and removes the
+  // containers in `live` and the pod `pod` (best effort).
+  void CleanUp(const std::set<std::string>& live, const std::string& pod) {
+    using Stub = ::runtime::v1::RuntimeService::Stub;
+    for (const auto& id : live) {
+      ::runtime::v1::StopContainerRequest sreq;
+      sreq.set_container_id(id);
+      ::runtime::v1::StopContainerResponse sresp;
+      (void)client->Runtime(&Stub::StopContainer, sreq, &sresp);
+      ::runtime::v1::RemoveContainerRequest req;
+      req.set_container_id(id);
+      ::runtime::v1::RemoveContainerResponse resp;
+      (void)client->Runtime(&Stub::RemoveContainer, req, &resp);
+    }
+    if (!pod.empty()) {
+      (void)client->StopPodSandbox(pod);
+      (void)client->RemovePodSandbox(pod);
+    }
   }
   // Tears down our own crispd (if any); returns `rc`, or 1 if that failed.
   int Close(int rc) {

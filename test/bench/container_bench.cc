@@ -134,13 +134,7 @@ int Main(int argc, char** argv) {
   if (!t.Open(endpoint, o)) return t.Close(1);
   CriClient* c = t.client;
   std::string image = reg->Open("crisp/busybox:latest");
-  cri::PullImageRequest preq;
-  preq.mutable_image()->set_image(image);
-  cri::PullImageResponse presp;
-  if (grpc::Status st = c->Image(&cri::ImageService::Stub::PullImage, preq, &presp); !st.ok()) {
-    std::fprintf(stderr, "pulling %s: %s\n", image.c_str(), st.error_message().c_str());
-    return t.Close(1);
-  }
+  if (!t.Pull(image)) return t.Close(1);
   std::map<std::string, Series> s;
   std::set<std::string> live;
   std::string pod;
@@ -153,16 +147,7 @@ int Main(int argc, char** argv) {
     if (t.daemon) std::fprintf(stderr, "crispd log tail:\n%s", t.daemon->LogTail().c_str());
     rc = 1;
   }
-  for (const auto& id : live) {  // leave the runtime as we found it
-    cri::RemoveContainerRequest req;
-    req.set_container_id(id);
-    cri::RemoveContainerResponse resp;
-    (void)c->Runtime(&RStub::RemoveContainer, req, &resp);
-  }
-  if (!pod.empty()) {
-    (void)c->StopPodSandbox(pod);
-    (void)c->RemovePodSandbox(pod);
-  }
+  t.CleanUp(live, pod);  // leave the runtime as we found it
   if (rc == 0) {
     std::printf("runtime: %s %s via %s, %ld cores, %d containers\n\n", t.version.runtime_name().c_str(),
                 t.version.runtime_version().c_str(), t.where.c_str(), sysconf(_SC_NPROCESSORS_ONLN), n);

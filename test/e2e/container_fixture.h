@@ -110,6 +110,15 @@ class ContainerTest : public E2eTest {
     cri::StartContainerResponse resp;
     return c().Runtime(&RStub::StartContainer, req, &resp);
   }
+  // Create + start; the container's id.
+  std::string RunContainer(const cri::ContainerConfig& cfg) {
+    std::string id;
+    grpc::Status s = Create(cfg, &id);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    s = Start(id);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return id;
+  }
   grpc::Status Stop(const std::string& id, int64_t timeout) {
     cri::StopContainerRequest req;
     req.set_container_id(id);

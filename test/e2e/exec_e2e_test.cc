@@ -20,14 +20,7 @@ namespace {
 class ExecTest : public ContainerTest {
  protected:
   // A running container that sleeps (its id).
-  std::string RunSleeper(cri::ContainerConfig cfg) {
-    std::string id;
-    grpc::Status s = Create(cfg, &id);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    s = Start(id);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return id;
-  }
+  std::string RunSleeper(const cri::ContainerConfig& cfg) { return RunContainer(cfg); }
   std::string RunSleeper() { return RunSleeper(Config("sleeper", "exec sleep 1000")); }
 
   grpc::Status Exec(const std::string& id, const std::vector<std::string>& cmd, cri::ExecSyncResponse* resp,

@@ -21,14 +21,6 @@ using crisp::testing::SpdyClient;
 
 class StreamingTest : public ContainerTest {
  protected:
-  std::string RunContainer(cri::ContainerConfig cfg) {
-    std::string id;
-    grpc::Status s = Create(cfg, &id);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    s = Start(id);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return id;
-  }
   std::string ExecUrl(const std::string& id, const std::vector<std::string>& cmd, bool in, bool tty) {
     cri::ExecRequest req;
     req.set_container_id(id);

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
@@ -348,6 +349,20 @@ absl::Status CgroupManager::Destroy(const std::string& path) {
     if (!s.ok() && first.ok()) first = s;
   }
   return first;
+}
+
+std::set<int> CgroupManager::Pids(const std::string& path) {
+  std::set<int> out;
+  if (!ValidatePath(path).ok()) return out;
+  for (const auto& [ctrl, dir] : Dirs(layout_, path)) {
+    auto text = writer_->Read(JoinPath(dir, "cgroup.procs"));
+    if (!text.ok()) continue;
+    for (absl::string_view l : absl::StrSplit(*text, '\n', absl::SkipWhitespace())) {
+      int pid = 0;
+      if (absl::SimpleAtoi(l, &pid) && pid > 0) out.insert(pid);
+    }
+  }
+  return out;
 }
 
 std::vector<std::string> CgroupManager::ProcsFiles(const std::string& path) const {

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -98,6 +99,9 @@ class CgroupManager {
   // Removes the cgroup from every hierarchy (not its parents). Kills nothing:
   // FAILED_PRECONDITION if processes remain. OK if it does not exist.
   absl::Status Destroy(const std::string& path);
+  // The processes in the cgroup (in crispd's PID namespace), from every
+  // hierarchy's cgroup.procs; empty if it does not exist.
+  std::set<int> Pids(const std::string& path);
   // The cgroup.procs file of the cgroup in every hierarchy (for a process
   // that moves itself in); empty for an invalid path.
   std::vector<std::string> ProcsFiles(const std::string& path) const;

@@ -169,6 +169,7 @@ void CriService::WatchShim(const std::shared_ptr<ContainerEntry>& entry) {
     });
     if (after.state == cri::CONTAINER_EXITED) {
       Log()->info("container {} exited: code {} ({})", id, after.exit_code, after.reason);
+      KillLeftovers(after);
       if (auto st = SaveContainer(after); !st.ok()) Log()->warn("container {}: {}", id, st.ToString());
       if (was_running) Emit(cri::CONTAINER_STOPPED_EVENT, id, after.sandbox_id);
     }
@@ -427,6 +428,22 @@ absl::Status CriService::StartContainer(const cri::StartContainerRequest& req, c
   });
 }
 
+// A container that shares its pod's (or the host's) PID namespace does not
+// take its children with it when its process ends: nginx's workers outlive
+// their master. As runc does for such containers, whatever is left in the
+// container's cgroup is killed once its process is gone.
+void CriService::KillLeftovers(const Container& c) {
+  if (c.cgroup_path.empty()) return;
+  for (int round = 0; round < 20; ++round) {
+    std::set<int> pids = cgroups_->Pids(c.cgroup_path);
+    if (pids.empty()) return;
+    if (round == 0) Log()->info("container {}: killing {} process(es) left in its cgroup", c.id, pids.size());
+    for (int pid : pids) ::kill(pid, SIGKILL);
+    absl::SleepFor(absl::Milliseconds(round == 0 ? 2 : 20));
+  }
+  Log()->warn("container {}: processes keep appearing in its cgroup", c.id);
+}
+
 absl::Status CriService::StopContainerLocked(ContainerEntry& e, Container& c, int64_t timeout_s) {
   ReconcileExit(c);
   if (c.state == cri::CONTAINER_RUNNING || c.state == cri::CONTAINER_CREATED) {
@@ -443,6 +460,7 @@ absl::Status CriService::StopContainerLocked(ContainerEntry& e, Container& c, in
     ReconcileExit(c);
     RETURN_IF_ERROR(SaveContainer(c));
   }
+  if (c.state == cri::CONTAINER_EXITED) KillLeftovers(c);
   // Whoever moves the published state from RUNNING to EXITED (this or the
   // shim watcher) sends the one STOPPED event.
   bool stopped_now = false;

@@ -139,6 +139,7 @@ class CriService {
                                const std::function<absl::Status(ContainerEntry&, Container&)>& op);
   // With the container's op_mu held.
   absl::Status StopContainerLocked(ContainerEntry& e, Container& c, int64_t timeout_s);
+  void KillLeftovers(const Container& c);
   absl::Status RemoveContainerLocked(ContainerEntry& e, Container& c);
   absl::StatusOr<runtime::ContainerPlan> ExecPlan(const std::string& id,
                                                   const google::protobuf::RepeatedPtrField<std::string>& cmd, bool tty,

@@ -4,6 +4,7 @@
 #include <dirent.h>
 
 #include <atomic>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <fstream>
@@ -363,6 +364,29 @@ TEST_F(ExecTest, StatsOfUnknownObjectsAndCheckpoint) {
   grpc::Status s = c().Runtime(&RStub::CheckpointContainer, creq, &cresp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
   EXPECT_THAT(s.error_message(), ::testing::HasSubstr("CRIU"));
+}
+
+// A container sharing the pod's PID namespace: its background children do
+// not die with its process, so stopping it kills what is left in its cgroup
+// (the critest HostPID/PodPID specs leaked nginx workers before).
+TEST_F(ExecTest, StoppingAContainerInASharedPidNamespaceLeavesNoChildren) {
+  EnsurePod(cri::POD);
+  auto cfg = Config("parent", "sleep 4711 & exec sleep 1000");
+  cfg.mutable_linux()->mutable_security_context()->mutable_namespace_options()->set_pid(cri::POD);
+  std::string id = RunSleeper(cfg);
+  auto count = [] {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+      auto cmd = ReadFile(e.path().string() + "/cmdline");
+      if (cmd.ok() && *cmd == std::string("sleep\0" "4711\0", 11)) ++n;
+    }
+    return n;
+  };
+  for (int i = 0; i < 50 && count() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(count(), 1) << "the background child runs";
+  ASSERT_TRUE(Stop(id, 0).ok());
+  EXPECT_EQ(count(), 0) << "the background child was killed with its container";
+  EXPECT_TRUE(Remove(id).ok());
 }
 
 }  // namespace

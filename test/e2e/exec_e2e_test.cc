@@ -389,5 +389,50 @@ TEST_F(ExecTest, StoppingAContainerInASharedPidNamespaceLeavesNoChildren) {
   EXPECT_TRUE(Remove(id).ok());
 }
 
+// The streaming list RPCs answer what their unary twins answer.
+TEST_F(ExecTest, StreamingListsMatchTheirUnaryTwins) {
+  std::string id = RunSleeper();
+  {
+    grpc::ClientContext ctx;
+    cri::StreamPodSandboxesRequest req;
+    auto r = c().runtime()->StreamPodSandboxes(&ctx, req);
+    cri::StreamPodSandboxesResponse chunk;
+    std::set<std::string> got;
+    while (r->Read(&chunk))
+      for (const auto& p : chunk.pod_sandboxes()) got.insert(p.id());
+    EXPECT_TRUE(r->Finish().ok());
+    EXPECT_EQ(got, std::set<std::string>{pod_});
+  }
+  {
+    grpc::ClientContext ctx;
+    cri::StreamContainersRequest req;
+    req.mutable_filter()->set_pod_sandbox_id(pod_);
+    auto r = c().runtime()->StreamContainers(&ctx, req);
+    cri::StreamContainersResponse chunk;
+    std::set<std::string> got;
+    while (r->Read(&chunk))
+      for (const auto& ct : chunk.containers()) got.insert(ct.id());
+    EXPECT_TRUE(r->Finish().ok());
+    EXPECT_EQ(got, std::set<std::string>{id});
+  }
+  {
+    cri::ListImagesResponse list;
+    ASSERT_TRUE(c().Image(&IStub::ListImages, cri::ListImagesRequest(), &list).ok());
+    std::set<std::string> want;
+    for (const auto& img : list.images()) want.insert(img.id());
+    grpc::ClientContext ctx;
+    cri::StreamImagesRequest req;
+    auto r = c().image()->StreamImages(&ctx, req);
+    cri::StreamImagesResponse chunk;
+    std::set<std::string> got;
+    while (r->Read(&chunk))
+      for (const auto& img : chunk.images()) got.insert(img.id());
+    EXPECT_TRUE(r->Finish().ok());
+    EXPECT_FALSE(want.empty());
+    EXPECT_EQ(got, want);
+  }
+  EXPECT_TRUE(Stop(id, 0).ok());
+}
+
 }  // namespace
 }  // namespace crisp::e2e

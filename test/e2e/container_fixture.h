@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -35,12 +36,17 @@ class ContainerTest : public E2eTest {
     reg_ = std::move(*r);
     StartDaemon(DaemonOptions{});
     if (!daemon_) return;
-    image_ = reg_->Open("crisp/busybox:latest");
+    image_ = PullFixture("crisp/busybox:latest");
+  }
+  // Pulls a fixture image into the suite's crispd; its reference.
+  static std::string PullFixture(const std::string& name) {
+    std::string ref = reg_->Open(name);
     cri::PullImageRequest req;
-    req.mutable_image()->set_image(image_);
+    req.mutable_image()->set_image(ref);
     cri::PullImageResponse resp;
     grpc::Status s = daemon_->client().Image(&IStub::PullImage, req, &resp);
-    if (!s.ok()) ADD_FAILURE() << "pulling " << image_ << ": " << s.error_message();
+    if (!s.ok()) ADD_FAILURE() << "pulling " << ref << ": " << s.error_message();
+    return ref;
   }
   static void TearDownTestSuite() {
     E2eTest::TearDownTestSuite();
@@ -80,6 +86,16 @@ class ContainerTest : public E2eTest {
       EXPECT_TRUE(s.ok()) << s.error_message();
     }
     return pod_config_;
+  }
+
+  // Runs this test's pod with `edit` applied to its config first (removed in
+  // TearDown).
+  void RunPod(const std::function<void(cri::PodSandboxConfig*)>& edit) {
+    ASSERT_TRUE(pod_.empty());
+    pod_config_ = Pod(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    edit(&pod_config_);
+    grpc::Status s = c().RunPodSandbox(pod_config_, &pod_);
+    ASSERT_TRUE(s.ok()) << s.error_message();
   }
 
   cri::ContainerConfig Config(const std::string& name, const std::string& script) {

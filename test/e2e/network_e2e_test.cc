@@ -50,13 +50,6 @@ std::string Fetch(const std::string& host, int port, int secs = 5) {
 
 class NetworkTest : public ContainerTest {
  protected:
-  void RunPod(const std::function<void(cri::PodSandboxConfig*)>& edit) {
-    ASSERT_TRUE(pod_.empty());
-    pod_config_ = Pod(::testing::UnitTest::GetInstance()->current_test_info()->name());
-    edit(&pod_config_);
-    grpc::Status s = c().RunPodSandbox(pod_config_, &pod_);
-    ASSERT_TRUE(s.ok()) << s.error_message();
-  }
   std::string PodIp() {
     cri::PodSandboxStatusRequest req;
     req.set_pod_sandbox_id(pod_);

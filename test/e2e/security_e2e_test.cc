@@ -31,21 +31,7 @@ class SecurityTest : public ContainerTest {
   static void SetUpTestSuite() {
     ContainerTest::SetUpTestSuite();
     if (!skip_.empty() || !daemon_) return;
-    groups_image_ = reg_->Open("crisp/groups:latest");
-    cri::PullImageRequest req;
-    req.mutable_image()->set_image(groups_image_);
-    cri::PullImageResponse resp;
-    grpc::Status s = daemon_->client().Image(&IStub::PullImage, req, &resp);
-    if (!s.ok()) ADD_FAILURE() << "pulling " << groups_image_ << ": " << s.error_message();
-  }
-
-  // Runs this test's pod with `edit` applied to its config first.
-  void RunPod(const std::function<void(cri::PodSandboxConfig*)>& edit) {
-    ASSERT_TRUE(pod_.empty());
-    pod_config_ = Pod(::testing::UnitTest::GetInstance()->current_test_info()->name());
-    edit(&pod_config_);
-    grpc::Status s = c().RunPodSandbox(pod_config_, &pod_);
-    ASSERT_TRUE(s.ok()) << s.error_message();
+    groups_image_ = PullFixture("crisp/groups:latest");
   }
 
   // Runs `script` to its end with the security context edited by `edit`;

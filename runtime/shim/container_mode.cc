@@ -73,13 +73,6 @@ long OomKills(const std::string& file) {
   return std::strtol(text.c_str() + p + 9, nullptr, 10);
 }
 
-// openat2(RESOLVE_IN_ROOT) is not in glibc 2.36's headers under that name.
-struct OpenHow {
-  uint64_t flags, mode, resolve;
-};
-constexpr uint64_t kResolveInRoot = 0x10;
-constexpr uint64_t kResolveNoMagiclinks = 0x02;
-
 // Resolves `dest` (absolute, inside the container) under the rootfs fd
 // without ever leaving it, creating missing directories (and the last
 // component as a file when `file` is set). Returns an O_PATH fd of the

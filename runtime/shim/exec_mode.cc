@@ -130,6 +130,11 @@ class Exec {
     int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
     if (pidfd < 0) return std::string("the container's process is gone: ") + std::strerror(errno);
     ChildSetup cs;
+    // The process's root (for a terminal): checked with the namespaces below.
+    int root = plan_.tty ? ::open(("/proc/" + std::to_string(pid) + "/root").c_str(),
+                                  O_PATH | O_DIRECTORY | O_CLOEXEC)
+                         : -1;
+    if (plan_.tty && root < 0) return std::string("opening the container's root: ") + std::strerror(errno);
     static const struct {
       const char* name;
       int type;
@@ -154,10 +159,10 @@ class Exec {
     int slave = -1;
     if (::pipe2(rep, O_CLOEXEC) != 0) return std::string("pipe: ") + std::strerror(errno);
     if (plan_.tty) {
-      if (::openpty(&master_, &slave, nullptr, nullptr, nullptr) != 0)
-        return std::string("openpty: ") + std::strerror(errno);
-      ::fcntl(master_, F_SETFD, FD_CLOEXEC);
-      ::fcntl(slave, F_SETFD, FD_CLOEXEC);
+      std::string why;
+      master_ = OpenContainerPty(root, &slave, &why);
+      ::close(root);
+      if (master_ < 0) return why;
       cs.stdin_fd = cs.stdout_fd = cs.stderr_fd = slave;
       out_fd_ = master_;
       in_fd_ = plan_.stdin_open ? master_ : -1;

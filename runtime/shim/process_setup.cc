@@ -3,9 +3,12 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/magic.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -166,6 +169,31 @@ Identity BecomeUser(const runtime::ContainerPlan& plan, int report, runtime::Res
   envp.push_back(nullptr);
   ::execve(exe.c_str(), argv.data(), envp.data());
   Fail(report, "exec " + exe, errno);
+}
+
+int OpenContainerPty(int root, int* slave, std::string* why) {
+  OpenHow how = {O_RDWR | O_NOCTTY | O_CLOEXEC, 0, kResolveInRoot | kResolveNoMagiclinks};
+  int master = static_cast<int>(::syscall(SYS_openat2, root, "dev/pts/ptmx", &how, sizeof how));
+  if (master < 0) master = static_cast<int>(::syscall(SYS_openat2, root, "dev/ptmx", &how, sizeof how));
+  int err = errno;
+  if (master < 0) {
+    *why = "opening the container's /dev/pts/ptmx: " + std::string(std::strerror(err));
+    return -1;
+  }
+  struct statfs fs;
+  int unlock = 0;
+  if (::fstatfs(master, &fs) != 0 || fs.f_type != DEVPTS_SUPER_MAGIC || ::ioctl(master, TIOCSPTLCK, &unlock) != 0) {
+    ::close(master);
+    *why = "the container's /dev/pts/ptmx is not a devpts multiplexer";
+    return -1;
+  }
+  *slave = ::ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (*slave < 0) {
+    *why = "opening the terminal's peer: " + std::string(std::strerror(errno));
+    ::close(master);
+    return -1;
+  }
+  return master;
 }
 
 }  // namespace crisp::shim

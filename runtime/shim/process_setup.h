@@ -61,4 +61,19 @@ Identity BecomeUser(const runtime::ContainerPlan& plan, int report, runtime::Res
 // execve. Fails through `report` (close-on-exec, so EOF there means exec'd).
 [[noreturn]] void ExecCommand(const runtime::ContainerPlan& plan, const Identity& identity, int report);
 
+// openat2(2)'s argument and resolve flags (not in glibc 2.36's headers).
+struct OpenHow {
+  uint64_t flags, mode, resolve;
+};
+constexpr uint64_t kResolveNoMagiclinks = 0x02;
+constexpr uint64_t kResolveInRoot = 0x10;
+
+// Opens a new pseudo-terminal in the devpts instance of the container whose
+// root directory is open as `root` (O_PATH of "/proc/<pid>/root"), as runc does, so that the
+// slave is /dev/pts/N *inside* the container (ttyname(), `tty`, sudo work
+// there). The path is resolved inside that root (a container cannot point
+// it elsewhere), and the result must be a devpts ptmx. Returns the master
+// and sets *slave (both close-on-exec), or -1 with *why set.
+int OpenContainerPty(int root, int* slave, std::string* why);
+
 }  // namespace crisp::shim

@@ -88,7 +88,8 @@ TEST_F(StreamingTest, ExecOverSpdyWithAndWithoutTty) {
   EXPECT_TRUE(!second.ok() || (*second)->status_code() == 404);
 
   // tty: one output stream, and a resize reaches the terminal.
-  url = ExecUrl(id, {"sh", "-c", "sleep 1; stty size"}, true, true);
+  // The terminal is the container's own /dev/pts/N (ttyname works inside).
+  url = ExecUrl(id, {"sh", "-c", "sleep 1; stty size; tty"}, true, true);
   cl = Spdy(url, "v4.channel.k8s.io");
   ASSERT_TRUE(cl.ok()) << cl.status();
   crisp::testing::RemoteCommandOptions t;
@@ -100,6 +101,7 @@ TEST_F(StreamingTest, ExecOverSpdyWithAndWithoutTty) {
   r = crisp::testing::RunRemoteCommand(**cl, t);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_NE(r->stdout.find("45 123"), std::string::npos) << r->stdout;
+  EXPECT_NE(r->stdout.find("/dev/pts/"), std::string::npos) << r->stdout;
   EXPECT_NE(r->error.find("Success"), std::string::npos) << r->error;
 }
 

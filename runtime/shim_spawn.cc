@@ -28,7 +28,18 @@ absl::StatusOr<SpawnedShim> SpawnShimWithPlan(const std::string& shim_path, cons
   if (!shim.ok()) return Annotate(shim.status(), "starting crisp-shim");
   theirs.reset();
   if (::send(ours.get(), plan_json.data(), plan_json.size(), MSG_NOSIGNAL) < 0) {
-    absl::Status s = ErrnoStatus(errno, "sending the plan to crisp-shim");
+    const int err = errno;
+    if (err == EPIPE || err == ECONNRESET) {
+      // The shim is already gone (it exited before reading its plan): say how it ended.
+      auto st = Reaper::Wait(*shim, absl::Seconds(5));
+      if (!st.ok()) {
+        ::kill(*shim, SIGKILL);
+        (void)Reaper::Wait(*shim, absl::Seconds(5));
+      }
+      return absl::InternalError(absl::StrCat("crisp-shim ", mode, " exited before reading its plan, without a report (",
+                                              st.ok() ? DescribeWaitStatus(*st) : "still running", ")"));
+    }
+    absl::Status s = ErrnoStatus(err, "sending the plan to crisp-shim");
     ::kill(*shim, SIGKILL);
     (void)Reaper::Wait(*shim, absl::Seconds(5));
     return s;

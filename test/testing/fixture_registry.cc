@@ -65,7 +65,7 @@ void StopRegistry(const std::string& fixtures, const std::string& dir) {
 // unless they were built from the same scripts.
 absl::Status BuildCache(const std::string& fixtures, const std::string& cache) {
   std::string stamp;
-  for (const char* s : {"build-images.sh", "push-images.sh", "registry.sh"}) {
+  for (const char* s : {"build-images.sh", "push-images.sh", "registry.sh", "pause.c"}) {
     ASSIGN_OR_RETURN(std::string text, ReadFile(fixtures + "/" + s));
     stamp += text;
   }

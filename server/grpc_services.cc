@@ -35,11 +35,15 @@ std::string Subject(const google::protobuf::Message& req) {
 }
 
 std::atomic<int> g_in_flight{0};
+std::atomic<uint64_t> g_finished{0};
 
 template <typename F>
 grpc::Status Call(const char* rpc, const google::protobuf::Message& req, F&& f) {
   g_in_flight.fetch_add(1);
-  absl::Cleanup done = [] { g_in_flight.fetch_sub(1); };
+  absl::Cleanup done = [] {
+    g_finished.fetch_add(1);
+    g_in_flight.fetch_sub(1);
+  };
   absl::Time start = absl::Now();
   absl::Status s = f();
   double ms = absl::ToDoubleMilliseconds(absl::Now() - start);
@@ -194,6 +198,7 @@ class ImageServiceImpl final : public cri::ImageService::Service {
 }  // namespace
 
 int InFlightRpcs() { return g_in_flight.load(); }
+uint64_t FinishedRpcs() { return g_finished.load(); }
 
 grpc::Status ToGrpcStatus(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;

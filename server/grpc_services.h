@@ -2,6 +2,7 @@
 // gRPC adapters for CriService: the one place that maps absl::Status to
 // grpc::Status and logs each RPC (debug: name, subject id, duration; warn on
 // error with the reason).
+#include <cstdint>
 #include <memory>
 
 #include "api/cri/api.grpc.pb.h"
@@ -14,6 +15,8 @@ std::unique_ptr<::runtime::v1::ImageService::Service> NewImageService(CriService
 
 // RPCs being handled right now (for a graceful drain at shutdown).
 int InFlightRpcs();
+// RPCs answered since start (for housekeeping after activity).
+uint64_t FinishedRpcs();
 
 // absl -> gRPC status (same code numbers, message kept).
 grpc::Status ToGrpcStatus(const absl::Status& s);

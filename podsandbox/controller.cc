@@ -372,17 +372,24 @@ absl::StatusOr<Sandbox> Controller::Run(const std::string& id, const cri::PodSan
 }
 
 absl::Status Controller::Stop(Sandbox& sb, const std::string& pod_cidr) {
+  StepTimer t;
   if (sb.network_set_up) {
     if (auto s = cni_->Teardown(NetworkRequest(sb, pod_cidr)); !s.ok()) return Annotate(s, "tearing down pod network");
     sb.network_set_up = false;
   }
+  t.Mark("net");
   if (auto s = KillProcess(sb.pause, kPauseKillTimeout); !s.ok()) return Annotate(s, "stopping the pause process");
+  t.Mark("pause");
   RETURN_IF_ERROR(runtime::UnpinNamespaces(NsDir(sb.id)));
+  t.Mark("pins");
   if (!sb.host_ipc) RETURN_IF_ERROR(runtime::UnmountAndRemove(JoinPath(VolatileDir(sb.id), "shm")));
+  t.Mark("shm");
   sb.state = SandboxState::kNotReady;
   // No fsync: if this write is lost, recovery finds the pause process dead
   // (NOTREADY) and a repeated Stop is harmless.
   if (PathExists(SandboxDir(sb.id))) RETURN_IF_ERROR(Save(sb, /*durable=*/false));
+  t.Mark("save");
+  Log()->debug("sandbox {} stop steps:{}", sb.id, t.line());
   return absl::OkStatus();
 }
 

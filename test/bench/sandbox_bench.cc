@@ -101,7 +101,7 @@ void Measure(CriClient* c, int n, int parallel, std::map<std::string, Series>& s
 
 int Main(int argc, char** argv) {
   int n = 30, parallel = 10;
-  std::string endpoint;
+  std::string endpoint, log_level = "info";  // debug logging would be measured too
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--n" && i + 1 < argc) {
@@ -110,8 +110,11 @@ int Main(int argc, char** argv) {
       parallel = std::atoi(argv[++i]);
     } else if (a == "--endpoint" && i + 1 < argc) {
       endpoint = argv[++i];
+    } else if (a == "--log-level" && i + 1 < argc) {
+      log_level = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: %s [--n N] [--parallel P] [--endpoint unix:///path]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--n N] [--parallel P] [--log-level debug] [--endpoint unix:///path]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -124,7 +127,7 @@ int Main(int argc, char** argv) {
     return 1;
   }
   DaemonOptions o;
-  o.log_level = "info";  // debug logging would be measured too
+  o.log_level = log_level;  // debug: crispd logs "run steps:" / "stop steps:" and each CNI call
   // Its own bridge and subnet, so that it can run next to the e2e suite.
   o.bridge = "crispbench0";
   o.subnet = "10.89.0.0/16";
@@ -155,6 +158,8 @@ int Main(int argc, char** argv) {
                 v.runtime_name().c_str(), v.runtime_version().c_str(), where.c_str(), n, parallel,
                 sysconf(_SC_NPROCESSORS_ONLN));
     bench::PrintTable(s);
+    if (t.daemon && log_level == "debug")
+      std::printf("\n%s", RunCapture({"/bin/grep", "-E", "steps:|exit [0-9]+ in", t.daemon->dir() + "/crispd.log"}).c_str());
   }
   return t.Close(rc);
 }

@@ -89,7 +89,14 @@ ImageManager::ImageManager(ImageOptions opts, std::unique_ptr<RegistryTransport>
   }
 }
 
-ImageManager::~ImageManager() = default;
+ImageManager::~ImageManager() {
+  {
+    std::lock_guard<std::mutex> l(trash_mu_);
+    trash_stop_ = true;  // what is still queued is left for the next Init
+  }
+  trash_cv_.notify_all();
+  if (trash_thread_.joinable()) trash_thread_.join();
+}
 
 std::string ImageManager::LayerDir(const std::string& chain_id) const {
   return absl::StrCat(dir_, "/layers/", DigestHex(chain_id));
@@ -377,8 +384,34 @@ void ImageManager::CollectLocked(const std::set<std::string>& blobs, const std::
 }
 
 void ImageManager::EmptyTrash(const std::vector<std::string>& trash) {
-  for (const std::string& t : trash)
-    if (absl::Status s = RemoveAll(t); !s.ok()) Log()->warn("gc: removing {}: {}", t, s.ToString());
+  if (trash.empty()) return;
+  {
+    std::lock_guard<std::mutex> l(trash_mu_);
+    trash_.insert(trash_.end(), trash.begin(), trash.end());
+    if (!trash_thread_.joinable()) trash_thread_ = std::thread([this] { TrashLoop(); });
+  }
+  trash_cv_.notify_all();
+}
+
+void ImageManager::TrashLoop() {
+  std::unique_lock<std::mutex> l(trash_mu_);
+  for (;;) {
+    trash_cv_.wait(l, [&] { return trash_stop_ || !trash_.empty(); });
+    if (trash_stop_) return;
+    std::string dir = std::move(trash_.front());
+    trash_.pop_front();
+    trash_busy_ = true;
+    l.unlock();
+    if (absl::Status s = RemoveAll(dir); !s.ok()) Log()->warn("gc: removing {}: {}", dir, s.ToString());
+    l.lock();
+    trash_busy_ = false;
+    trash_cv_.notify_all();
+  }
+}
+
+void ImageManager::WaitForTrash() {
+  std::unique_lock<std::mutex> l(trash_mu_);
+  trash_cv_.wait(l, [&] { return trash_stop_ || (trash_.empty() && !trash_busy_); });
 }
 
 absl::Status ImageManager::Remove(const std::string& ref_or_id,

@@ -10,6 +10,8 @@
 //   layers/<chain-hex>/meta.json   its size and inode count
 //   images.json               the image records, written atomically
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -18,6 +20,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -111,6 +114,9 @@ class ImageManager {
   // Usage of the image store, from memory.
   FsUsage Usage() const;
 
+  // Blocks until every layer dir removed so far is deleted from disk (tests).
+  void WaitForTrash();
+
   // The registry endpoints a pull of `ref` would try, in order, as base
   // URLs ("http://127.0.0.1:5000", "https://registry-1.docker.io"), for
   // `crispd registry resolve`. INVALID_ARGUMENT for a bad reference.
@@ -164,7 +170,12 @@ class ImageManager {
   // holds. Layer dirs are renamed away under mu_ and deleted after.
   void CollectLocked(const std::set<std::string>& blobs, const std::vector<std::string>& chain_ids,
                      std::vector<std::string>* trash);
+  // Hands renamed-away layer dirs to the trash thread: deleting a layer's
+  // files takes 100+ ms (seconds when the disk is busy), which RemoveImage
+  // and a failed pull need not wait for. A crash before they are gone leaves
+  // `.trash-*` names, which Init removes.
   void EmptyTrash(const std::vector<std::string>& trash);
+  void TrashLoop();
 
   const ImageOptions opts_;
   const std::string dir_;
@@ -183,6 +194,13 @@ class ImageManager {
   std::map<std::string, std::string> refs_;    // tag or digest reference -> id
   std::map<std::string, LayerInfo> layers_;    // unpacked layers by chain id
   std::map<std::string, uint64_t> blob_sizes_;  // present blobs by digest
+
+  // The trash thread's queue (dirs to delete) and state.
+  std::mutex trash_mu_;
+  std::condition_variable trash_cv_;
+  std::deque<std::string> trash_;
+  bool trash_busy_ = false, trash_stop_ = false;
+  std::thread trash_thread_;  // last member: started after the rest exists
   std::map<std::string, int> leases_;          // blob digest or chain id -> holders
   std::set<std::string> pinned_refs_;          // normalised opts_.pinned_images; immutable
 };

@@ -325,6 +325,7 @@ TEST_F(ImagesIT, UntagRemoveAndGarbageCollection) {
   ASSERT_TRUE(m->Remove(multi->id, nullptr).ok());
   EXPECT_TRUE(m->List().empty());
   for (const std::string& d : multi->layer_dirs) EXPECT_FALSE(PathExists(d)) << d;
+  m->WaitForTrash();  // layer dirs are deleted in the background
   EXPECT_TRUE(StoreNames("layers").empty());
   EXPECT_TRUE(StoreNames("blobs/sha256").empty());
   EXPECT_TRUE(StoreNames("ingest").empty());

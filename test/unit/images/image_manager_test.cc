@@ -212,10 +212,12 @@ TEST_F(ImageManagerTest, CorruptBlobIsDataLossAndLeavesStoreClean) {
     // Not even the good base layer or the config stay: a failed pull
     // leaves nothing of itself.
     EXPECT_TRUE(Names("blobs/sha256").empty());
+    m->WaitForTrash();  // layer dirs are deleted in the background
     EXPECT_TRUE(Names("layers").empty());
   }
   // Nothing referenced survives a restart either.
   m = NewManager();
+  m->WaitForTrash();  // layer dirs are deleted in the background
   EXPECT_TRUE(Names("layers").empty());
   EXPECT_TRUE(Names("blobs/sha256").empty());
   // Fixed registry: the pull now works.
@@ -491,6 +493,7 @@ TEST_F(ImageManagerTest, UntagRemoveAndGc) {
   ASSERT_TRUE(m->Remove("reg.test/team/app:v2", nullptr).ok());
   EXPECT_FALSE(m->Get(img_.config_digest).has_value());
   EXPECT_EQ(m->List().size(), 1u);
+  m->WaitForTrash();  // layer dirs are deleted in the background
   EXPECT_EQ(Names("layers").size(), 2u);
   EXPECT_FALSE(PathExists(dir_ + "/images/blobs/sha256/" + DigestHex(top_.digest)));
   EXPECT_FALSE(PathExists(dir_ + "/images/blobs/sha256/" + DigestHex(img_.config_digest)));
@@ -502,6 +505,7 @@ TEST_F(ImageManagerTest, UntagRemoveAndGc) {
   // By (short) ID: everything goes.
   ASSERT_TRUE(m->Remove(DigestHex(o->id).substr(0, 10), nullptr).ok());
   EXPECT_TRUE(m->List().empty());
+  m->WaitForTrash();  // layer dirs are deleted in the background
   EXPECT_TRUE(Names("layers").empty());
   EXPECT_TRUE(Names("blobs/sha256").empty());
   EXPECT_EQ(m->Usage().used_bytes, 0u);
@@ -543,6 +547,7 @@ TEST_F(ImageManagerTest, SurvivesRestartAndCleansLeftovers) {
   EXPECT_TRUE(m->Get("reg.test/team/app:v1").has_value());
   EXPECT_EQ(m->Get("reg.test/team/app:v1")->uid, 1000);
   EXPECT_TRUE(Names("ingest").empty());
+  m->WaitForTrash();
   EXPECT_EQ(Names("layers").size(), 2u);
   EXPECT_EQ(Names("blobs/sha256").size(), 4u);  // manifest, config, 2 layers
   ASSERT_TRUE(m->Pull("reg.test/team/app:v1", {}).ok());

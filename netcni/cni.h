@@ -14,6 +14,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/unique_fd.h"
+#include "netcni/pod_network.h"
+#include "netcni/types.h"
 #include "nlohmann/json.hpp"
 
 namespace crisp::netcni {
@@ -37,6 +39,13 @@ class CniInvoker {
 
 std::unique_ptr<CniInvoker> NewExecInvoker();
 
+// What the exec invoker does, for any command: runs argv (argv[0] an
+// absolute path) with exactly `env`, feeds `stdin_data`, collects both
+// outputs and the exit code; killed after `timeout` (DEADLINE_EXCEEDED).
+absl::StatusOr<CniInvoker::Result> RunCommand(const std::vector<std::string>& argv,
+                                              const std::vector<std::string>& env, const std::string& stdin_data,
+                                              absl::Duration timeout);
+
 struct CniOptions {
   std::string conf_dir = "/etc/cni/net.d";
   std::vector<std::string> bin_dirs = {"/opt/cni/bin", "/usr/lib/cni"};
@@ -44,70 +53,37 @@ struct CniOptions {
   absl::Duration plugin_timeout = absl::Seconds(60);
 };
 
-struct PortMapping {
-  std::string protocol = "tcp";  // "tcp", "udp", "sctp"
-  int32_t container_port = 0;
-  int32_t host_port = 0;
-  std::string host_ip;
-};
-
-struct BandwidthLimits {
-  uint64_t ingress_rate = 0, ingress_burst = 0, egress_rate = 0, egress_burst = 0;  // bits/s, bits
-};
-
-struct PodNetworkRequest {
-  std::string container_id;  // the sandbox id
-  std::string netns_path;    // CNI_NETNS
-  std::string ifname = "eth0";
-  std::string pod_name, pod_namespace, pod_uid;
-  std::vector<PortMapping> port_mappings;
-  // DNS servers/searches/options for the "dns" capability.
-  std::vector<std::string> dns_servers, dns_searches, dns_options;
-  std::optional<BandwidthLimits> bandwidth;
-  std::string pod_cidr;  // from UpdateRuntimeConfig; "ipRanges" capability
-};
-
-struct PodIp {
-  std::string address;  // without prefix length, e.g. "10.88.0.5"
-  int prefix_len = 0;
-  bool ipv6 = false;
-};
-
-struct PodNetworkResult {
-  std::string network_name;
-  std::vector<PodIp> ips;     // primary first: the first IPv4, then the rest in result order
-  nlohmann::json raw_result;  // the final plugin's result
-};
-
-class CniManager {
+class CniManager : public PodNetwork {
  public:
   CniManager(CniOptions opts, std::unique_ptr<CniInvoker> invoker);
+
+  std::string Kind() const override { return "cni"; }
 
   // OK if a loadable configuration exists (reloading it if the directory
   // changed); otherwise FAILED_PRECONDITION with a message saying why (no
   // file, parse error naming the file, plugin binary missing).
-  absl::Status Ready();
+  absl::Status Ready() override;
 
   // The name and file of the loaded network, for status/verbose output.
-  std::string NetworkName();
-  std::string ConfigFile();
+  std::string NetworkName() override;
+  std::string ConfigFile() override;
 
   // Runs ADD for every plugin in the list, chaining prevResult. On failure
   // runs DEL for what was added and returns the error naming the plugin and
   // its message (JSON "msg"/"details" or stderr). The result (and the exact
   // config used) is cached under cache_dir before returning OK.
-  absl::StatusOr<PodNetworkResult> Setup(const PodNetworkRequest& req);
+  absl::StatusOr<PodNetworkResult> Setup(const PodNetworkRequest& req) override;
 
   // Runs DEL in reverse order using the cached config and result if there is
   // one (else the current config). OK if there is nothing to delete. A
   // missing netns is tolerated. Removes the cache entry on success.
-  absl::Status Teardown(const PodNetworkRequest& req);
+  absl::Status Teardown(const PodNetworkRequest& req) override;
 
   // Runs CHECK (configs >= 0.4.0) against the cached result.
-  absl::Status Check(const PodNetworkRequest& req);
+  absl::Status Check(const PodNetworkRequest& req) override;
 
   // The cached result for a sandbox, if any (used on crispd restart).
-  std::optional<PodNetworkResult> CachedResult(const std::string& container_id);
+  std::optional<PodNetworkResult> CachedResult(const std::string& container_id) override;
 
  private:
   // implementation-defined members

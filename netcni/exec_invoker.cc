@@ -60,10 +60,14 @@ void KillAndReap(pid_t pid) {
   if (!Reaper::Wait(pid, absl::Seconds(10)).ok()) Reaper::Forget(pid);
 }
 
-class ExecInvoker : public CniInvoker {
- public:
-  absl::StatusOr<Result> Exec(const std::string& plugin_path, const std::vector<std::string>& env,
-                              const std::string& stdin_data, absl::Duration timeout) override {
+}  // namespace
+
+absl::StatusOr<CniInvoker::Result> RunCommand(const std::vector<std::string>& argv,
+                                              const std::vector<std::string>& env, const std::string& stdin_data,
+                                              absl::Duration timeout) {
+    using Result = CniInvoker::Result;
+    if (argv.empty()) return absl::InvalidArgumentError("no command to run");
+    const std::string& plugin_path = argv[0];
     int in[2], out[2], err[2];
     if (::pipe2(in, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe");
     UniqueFd in_r(in[0]), in_w(in[1]);
@@ -72,7 +76,7 @@ class ExecInvoker : public CniInvoker {
     if (::pipe2(err, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe");
     UniqueFd err_r(err[0]), err_w(err[1]);
     const absl::Time deadline = absl::Now() + timeout;
-    auto pid = Reaper::Spawn({.argv = {plugin_path},
+    auto pid = Reaper::Spawn({.argv = argv,
                               .env = env,
                               .stdin_fd = in_r.get(),
                               .stdout_fd = out_w.get(),
@@ -164,6 +168,15 @@ class ExecInvoker : public CniInvoker {
       if (res.stderr_data.empty()) res.stderr_data = DescribeWaitStatus(*st);
     }
     return res;
+}
+
+namespace {
+
+class ExecInvoker : public CniInvoker {
+ public:
+  absl::StatusOr<Result> Exec(const std::string& plugin_path, const std::vector<std::string>& env,
+                              const std::string& stdin_data, absl::Duration timeout) override {
+    return RunCommand({plugin_path}, env, stdin_data, timeout);
   }
 };
 

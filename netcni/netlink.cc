@@ -19,42 +19,10 @@
 #include "common/status.h"
 #include "common/unique_fd.h"
 #include "netcni/cni.h"
+#include "netcni/netlink_util.h"
 
 namespace crisp::netcni {
 namespace {
-
-// Runs `fn` on a new thread inside the namespace. The thread dies with the
-// namespace it joined, so no pooled or gRPC thread ever ends up in a pod's
-// namespace. setns(CLONE_NEWNET) affects only the calling thread.
-template <typename F>
-absl::Status InNetns(const std::string& netns_path, F fn) {
-  absl::Status result;
-  std::thread t([&] {
-    UniqueFd fd(::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) {
-      result = ErrnoStatus(errno, "opening netns " + netns_path);
-      return;
-    }
-    if (::setns(fd.get(), CLONE_NEWNET) != 0) {
-      result = ErrnoStatus(errno, "joining netns " + netns_path);
-      return;
-    }
-    result = fn();
-  });
-  t.join();
-  return result;
-}
-
-struct Sock {
-  struct nl_sock* s = nl_socket_alloc();
-  ~Sock() {
-    if (s) nl_socket_free(s);
-  }
-};
-
-absl::Status NlError(int err, absl::string_view what) {
-  return absl::InternalError(absl::StrCat(what, ": ", nl_geterror(err)));
-}
 
 // connect() with a bound on the wait: a port in a pod with a broken network
 // must not hold a streaming thread forever.

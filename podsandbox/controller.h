@@ -14,7 +14,7 @@
 #include "absl/status/statusor.h"
 #include "api/cri/api.pb.h"
 #include "common/proc.h"
-#include "netcni/cni.h"
+#include "netcni/pod_network.h"
 #include "nlohmann/json.hpp"
 #include "runtime/cgroups.h"
 
@@ -35,7 +35,13 @@ struct Sandbox {
   // Pinned namespace files by type ("net", "ipc", "uts", "pid").
   std::map<std::string, std::string> ns_paths;
   std::string cgroup_path;  // relative to the hierarchy roots
-  bool network_set_up = false;  // CNI ADD done and DEL not yet done
+  bool network_set_up = false;  // network Setup done and Teardown not yet done
+  // The backend (netcni::PodNetwork::Kind()) this pod's network belongs to,
+  // recorded before Setup runs and cleared once Teardown succeeded: a pod
+  // is torn down by the backend that set it up, whatever the config says
+  // by then, and a Setup interrupted by a crash is torn down too. Records
+  // from before there was a choice have "" (CNI) and network_set_up.
+  std::string network_kind;
   std::vector<netcni::PodIp> ips;
   nlohmann::json cni_result;
   std::string hostname_path, hosts_path, resolv_conf_path, shm_path;
@@ -60,7 +66,8 @@ struct ControllerOptions {
 
 class Controller {
  public:
-  Controller(ControllerOptions opts, netcni::CniManager* cni, runtime::CgroupManager* cgroups);
+  // `networks` picks the pod network backend (CNI or embedded) per pod.
+  Controller(ControllerOptions opts, netcni::NetworkSelector* networks, runtime::CgroupManager* cgroups);
 
   // Creates a ready sandbox with id `id`. Validates the config first
   // (INVALID_ARGUMENT for bad sysctls etc.). Every step registers its undo;
@@ -69,7 +76,7 @@ class Controller {
   absl::StatusOr<Sandbox> Run(const std::string& id, const ::runtime::v1::PodSandboxConfig& config,
                               const std::string& runtime_handler, const std::string& pod_cidr);
 
-  // Tears down the network (CNI DEL), kills the pause process and releases
+  // Tears down the network (by the backend that set it up), kills the pause process and releases
   // the namespace pins and /dev/shm. Idempotent; persists the new state. If
   // a step fails, the sandbox keeps what is left and the next Stop retries.
   absl::Status Stop(Sandbox& sb, const std::string& pod_cidr);
@@ -98,7 +105,7 @@ class Controller {
   netcni::PodNetworkRequest NetworkRequest(const Sandbox& sb, const std::string& pod_cidr) const;
 
   ControllerOptions opts_;
-  netcni::CniManager* cni_;
+  netcni::NetworkSelector* networks_;
   runtime::CgroupManager* cgroups_;
 };
 

@@ -8,6 +8,8 @@
 #include "common/file_util.h"
 #include "common/status.h"
 #include "common/units.h"
+#include "netcni/embedded.h"
+#include "netcni/embedded_ipam.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "yaml-cpp/yaml.h"
@@ -88,7 +90,8 @@ absl::Status ParseRegistry(const YAML::Node& n, RegistryConfig& r) {
 absl::Status ParseInto(const YAML::Node& root, Config& c) {
   if (root.IsNull()) return absl::OkStatus();  // empty file: defaults
   RETURN_IF_ERROR(CheckKeys(root, "", {"socket", "root", "state", "log_level", "shim_path", "cgroup_parent",
-                                       "shm_size", "cni", "registry", "streaming", "stats_period"}));
+                                       "shm_size", "network", "cni", "embedded_network", "registry", "streaming",
+                                       "stats_period"}));
   if (auto v = root["socket"]) { ASSIGN_OR_RETURN(c.socket, GetString(v, "socket")); }
   if (auto v = root["root"]) { ASSIGN_OR_RETURN(c.root, GetString(v, "root")); }
   if (auto v = root["state"]) { ASSIGN_OR_RETURN(c.state, GetString(v, "state")); }
@@ -110,6 +113,27 @@ absl::Status ParseInto(const YAML::Node& root, Config& c) {
       auto d = ParseDurationString(s);
       if (!d.ok()) return KeyError("cni.plugin_timeout", d.status().message());
       c.cni.plugin_timeout = *d;
+    }
+  }
+  if (auto v = root["network"]) {
+    ASSIGN_OR_RETURN(std::string s, GetString(v, "network"));
+    auto m = netcni::ParseNetworkMode(s);
+    if (!m.ok()) return KeyError("network", m.status().message());
+    c.network = *m;
+  }
+  if (auto en = root["embedded_network"]) {
+    RETURN_IF_ERROR(CheckKeys(en, "embedded_network", {"bridge", "subnet", "masquerade"}));
+    if (auto v = en["bridge"]) { ASSIGN_OR_RETURN(c.embedded_network.bridge, GetString(v, "embedded_network.bridge")); }
+    if (auto v = en["subnet"]) { ASSIGN_OR_RETURN(c.embedded_network.subnet, GetString(v, "embedded_network.subnet")); }
+    if (auto v = en["masquerade"]) {
+      ASSIGN_OR_RETURN(std::string s, GetString(v, "embedded_network.masquerade"));
+      if (s == "true") {
+        c.embedded_network.masquerade = true;
+      } else if (s == "false") {
+        c.embedded_network.masquerade = false;
+      } else {
+        return KeyError("embedded_network.masquerade", absl::StrCat("must be true or false, got \"", s, "\""));
+      }
     }
   }
   if (auto reg = root["registry"]) RETURN_IF_ERROR(ParseRegistry(reg, c.registry));
@@ -160,6 +184,10 @@ absl::Status Config::Validate() const {
   if (cgroup_parent.find("..") != std::string::npos) return KeyError("cgroup_parent", "must not contain \"..\"");
   if (shm_size < 4096) return KeyError("shm_size", "must be at least 4096 bytes");
   if (cni.plugin_timeout <= absl::ZeroDuration()) return KeyError("cni.plugin_timeout", "must be positive");
+  if (auto s = netcni::ValidateInterfaceName(embedded_network.bridge); !s.ok())
+    return KeyError("embedded_network.bridge", s.message());
+  if (auto s = netcni::ParseIpv4Subnet(embedded_network.subnet); !s.ok())
+    return KeyError("embedded_network.subnet", s.status().message());
   if (streaming.address.empty()) return KeyError("streaming.address", "must not be empty");
   if (streaming.port < 0 || streaming.port > 65535) return KeyError("streaming.port", "must be 0..65535");
   if (streaming.tls_cert_file.empty() != streaming.tls_key_file.empty())
@@ -227,6 +255,12 @@ cgroup_parent: /crisp
 # Size of each pod's /dev/shm tmpfs.
 shm_size: 64Mi
 
+# The pod network: "cni" (the plugins configured in cni.conf_dir), "embedded"
+# (crisp's own bridge network, see embedded_network) or "auto": embedded
+# while cni.conf_dir holds no *.conflist/*.conf/*.json, CNI once it does.
+# A pod is always torn down by the backend that set it up.
+network: auto
+
 cni:
   # The lexically first *.conflist, *.conf or *.json here is the pod network.
   conf_dir: /etc/cni/net.d
@@ -234,6 +268,17 @@ cni:
   bin_dirs: [/opt/cni/bin, /usr/lib/cni]
   # Each plugin invocation is killed after this long.
   plugin_timeout: 60s
+
+# The embedded network (network: embedded, or auto with no CNI config): a
+# bridge holding the subnet's first address as the pods' gateway, a veth pair
+# per pod (eth0 inside), addresses from a host-local style store in
+# <root>/embedded-ipam, and nat rules made with iptables.
+embedded_network:
+  bridge: crisp0
+  # IPv4, /8 to /30.
+  subnet: 10.88.0.0/16
+  # One POSTROUTING rule: -s SUBNET ! -d SUBNET -j MASQUERADE.
+  masquerade: true
 
 registry:
   # host -> endpoints tried in order before the host itself, e.g.
@@ -274,6 +319,10 @@ std::string ConfigToJson(const Config& c) {
   j["shim_path"] = c.shim_path;
   j["cgroup_parent"] = c.cgroup_parent;
   j["shm_size"] = c.shm_size;
+  j["network"] = netcni::NetworkModeName(c.network);
+  j["embedded_network"] = {{"bridge", c.embedded_network.bridge},
+                           {"subnet", c.embedded_network.subnet},
+                           {"masquerade", c.embedded_network.masquerade}};
   j["cni"] = {{"conf_dir", c.cni.conf_dir},
               {"bin_dirs", c.cni.bin_dirs},
               {"plugin_timeout", absl::FormatDuration(c.cni.plugin_timeout)}};

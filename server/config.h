@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "netcni/pod_network.h"
 
 namespace crisp::server {
 
@@ -15,6 +16,13 @@ struct CniConfig {
   std::string conf_dir = "/etc/cni/net.d";
   std::vector<std::string> bin_dirs = {"/opt/cni/bin", "/usr/lib/cni"};
   absl::Duration plugin_timeout = absl::Seconds(60);
+};
+
+// The embedded pod network (netcni::EmbeddedNetwork).
+struct EmbeddedNetworkConfig {
+  std::string bridge = "crisp0";
+  std::string subnet = "10.88.0.0/16";  // the bridge (gateway) gets the first address
+  bool masquerade = true;
 };
 
 struct RegistryAuth {
@@ -44,7 +52,11 @@ struct Config {
   std::string shim_path;  // empty: crisp-shim next to the crispd binary
   std::string cgroup_parent = "/crisp";
   uint64_t shm_size = 64ull << 20;
+  // Which pod network new pods get: CNI plugins, the embedded network, or
+  // auto (embedded exactly while cni.conf_dir holds no config file).
+  netcni::NetworkMode network = netcni::NetworkMode::kAuto;
   CniConfig cni;
+  EmbeddedNetworkConfig embedded_network;
   RegistryConfig registry;
   StreamingConfig streaming;
   // Stats RPCs reuse a cgroup sample younger than this.

@@ -6,16 +6,23 @@
 
 namespace crisp::server {
 
-CriService::CriService(Config config, std::unique_ptr<netcni::CniManager> cni,
-                       std::unique_ptr<runtime::CgroupManager> cgroups, std::unique_ptr<images::ImageManager> images)
-    : config_(std::move(config)), cni_(std::move(cni)), cgroups_(std::move(cgroups)), images_(std::move(images)) {
+CriService::CriService(Config config, std::unique_ptr<netcni::PodNetwork> cni,
+                       std::unique_ptr<netcni::PodNetwork> embedded, std::unique_ptr<runtime::CgroupManager> cgroups,
+                       std::unique_ptr<images::ImageManager> images)
+    : config_(std::move(config)),
+      cni_(std::move(cni)),
+      embedded_(std::move(embedded)),
+      cgroups_(std::move(cgroups)),
+      images_(std::move(images)) {
+  networks_ = std::make_unique<netcni::NetworkSelector>(config_.network, cni_.get(), embedded_.get(),
+                                                        config_.cni.conf_dir);
   podsandbox::ControllerOptions opts;
   opts.root = config_.root;
   opts.state = config_.state;
   opts.shim_path = config_.shim_path;
   opts.default_cgroup_parent = config_.cgroup_parent;
   opts.shm_size = config_.shm_size;
-  sandboxes_ = std::make_unique<podsandbox::Controller>(opts, cni_.get(), cgroups_.get());
+  sandboxes_ = std::make_unique<podsandbox::Controller>(opts, networks_.get(), cgroups_.get());
 }
 
 CriService::~CriService() = default;

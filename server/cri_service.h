@@ -14,7 +14,7 @@
 #include "api/cri/api.pb.h"
 #include "common/exit_watcher.h"
 #include "images/image_manager.h"
-#include "netcni/cni.h"
+#include "netcni/pod_network.h"
 #include "podsandbox/controller.h"
 #include "runtime/cgroups.h"
 #include "runtime/container_plan.h"
@@ -53,9 +53,11 @@ class StatsCache {
 
 class CriService {
  public:
-  // `cni` and `cgroups` are the kernel edges (fakes in unit tests).
-  CriService(Config config, std::unique_ptr<netcni::CniManager> cni, std::unique_ptr<runtime::CgroupManager> cgroups,
-             std::unique_ptr<images::ImageManager> images);
+  // `cni`, `embedded` (the two pod network backends; `embedded` may be null
+  // with `network: cni`) and `cgroups` are the kernel edges (fakes in unit
+  // tests). config.network picks the backend of each new pod.
+  CriService(Config config, std::unique_ptr<netcni::PodNetwork> cni, std::unique_ptr<netcni::PodNetwork> embedded,
+             std::unique_ptr<runtime::CgroupManager> cgroups, std::unique_ptr<images::ImageManager> images);
   ~CriService();
 
   // Creates the state directories and recovers every persisted object.
@@ -152,7 +154,8 @@ class CriService {
   absl::Status ForEachContainerOf(const std::string& sandbox_id, bool remove);
 
   Config config_;
-  std::unique_ptr<netcni::CniManager> cni_;
+  std::unique_ptr<netcni::PodNetwork> cni_, embedded_;
+  std::unique_ptr<netcni::NetworkSelector> networks_;
   std::unique_ptr<runtime::CgroupManager> cgroups_;
   std::unique_ptr<images::ImageManager> images_;
   std::unique_ptr<podsandbox::Controller> sandboxes_;

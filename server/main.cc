@@ -21,6 +21,7 @@
 #include "images/reference.h"
 #include "images/transport.h"
 #include "netcni/cni.h"
+#include "netcni/embedded.h"
 #include "runtime/cgroups.h"
 #include "server/config.h"
 #include "server/cri_service.h"
@@ -184,9 +185,18 @@ int Run(int argc, char** argv) {
   cni_opts.cache_dir = JoinPath(config.root, "cni");
   cni_opts.plugin_timeout = config.cni.plugin_timeout;
   auto cni = std::make_unique<netcni::CniManager>(cni_opts, netcni::NewExecInvoker());
+  netcni::EmbeddedOptions emb_opts;
+  emb_opts.bridge = config.embedded_network.bridge;
+  emb_opts.subnet = config.embedded_network.subnet;
+  emb_opts.masquerade = config.embedded_network.masquerade;
+  emb_opts.ipam_dir = JoinPath(config.root, "embedded-ipam");
+  emb_opts.state_dir = JoinPath(config.root, "embedded-network");
+  auto embedded = std::make_unique<netcni::EmbeddedNetwork>(emb_opts);
+  log->info("pod network: {} (CNI conf dir {}, embedded bridge {} {})", netcni::NetworkModeName(config.network),
+            config.cni.conf_dir, emb_opts.bridge, emb_opts.subnet);
   auto cgroups = std::make_unique<runtime::CgroupManager>(*layout, runtime::NewFsCgroupWriter());
   auto image_manager = std::make_unique<images::ImageManager>(ImageOptionsFromConfig(config), images::NewCurlTransport());
-  CriService svc(config, std::move(cni), std::move(cgroups), std::move(image_manager));
+  CriService svc(config, std::move(cni), std::move(embedded), std::move(cgroups), std::move(image_manager));
   if (auto s = svc.Init(); !s.ok()) {
     log->critical("initialising: {}", s.ToString());
     return 1;

@@ -23,7 +23,10 @@ absl::Status CriService::Status(const cri::StatusRequest& req, cri::StatusRespon
   rt->set_status(true);
   auto* net = st->add_conditions();
   net->set_type("NetworkReady");
-  absl::Status ready = cni_->Ready();
+  // The backend a pod created now would get (with `network: auto`, CNI
+  // once a config file is in the conf dir, else the embedded network).
+  netcni::PodNetwork* backend = networks_->Current();
+  absl::Status ready = backend ? backend->Ready() : absl::FailedPreconditionError("no pod network backend");
   net->set_status(ready.ok());
   if (!ready.ok()) {
     net->set_reason("NetworkPluginNotReady");
@@ -31,8 +34,12 @@ absl::Status CriService::Status(const cri::StatusRequest& req, cri::StatusRespon
   }
   if (req.verbose()) {
     (*resp->mutable_info())["config"] = ConfigToJson(config_);
-    (*resp->mutable_info())["cni"] =
-        nlohmann::json{{"network", cni_->NetworkName()}, {"file", cni_->ConfigFile()}, {"pod_cidr", PodCidr()}}.dump();
+    (*resp->mutable_info())["cni"] = nlohmann::json{{"mode", netcni::NetworkModeName(networks_->mode())},
+                                                    {"backend", backend ? backend->Kind() : ""},
+                                                    {"network", backend ? backend->NetworkName() : ""},
+                                                    {"file", backend ? backend->ConfigFile() : ""},
+                                                    {"pod_cidr", PodCidr()}}
+                                         .dump();
   }
   return absl::OkStatus();
 }

@@ -19,7 +19,7 @@ struct ContainerdOptions {
   std::string binary = "/usr/bin/containerd";
   std::string registry;       // "127.0.0.1:PORT": served over plain HTTP
   std::string sandbox_image;  // e.g. "127.0.0.1:PORT/crisp/pause:latest"
-  std::string bridge = "crispbench1";
+  std::string bridge = "crispbench2";
   std::string subnet = "10.87.0.0/16";
   std::string log_level = "info";
 };

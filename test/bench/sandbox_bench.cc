@@ -6,7 +6,11 @@
 // runtime (e.g. containerd, for comparison). Not a ctest test: run by hand,
 // as root, on an otherwise idle machine.
 //
-//   sandbox_bench [--n 30] [--parallel 10] [--endpoint unix:///run/containerd/containerd.sock]
+// With --network embedded its crispd uses the embedded network instead of
+// CNI (bridge "crispbench1", 10.91.0.0/16).
+//
+//   sandbox_bench [--n 30] [--parallel 10] [--network cni|embedded] [--log-level debug]
+//                 [--endpoint unix:///run/containerd/containerd.sock]
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,7 +23,9 @@
 #include <stdexcept>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "test/bench/bench_util.h"
 #include "test/e2e/harness.h"
@@ -101,7 +107,7 @@ void Measure(CriClient* c, int n, int parallel, std::map<std::string, Series>& s
 
 int Main(int argc, char** argv) {
   int n = 30, parallel = 10;
-  std::string endpoint, log_level = "info";  // debug logging would be measured too
+  std::string endpoint, network = "cni", log_level = "info";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--n" && i + 1 < argc) {
@@ -110,13 +116,21 @@ int Main(int argc, char** argv) {
       parallel = std::atoi(argv[++i]);
     } else if (a == "--endpoint" && i + 1 < argc) {
       endpoint = argv[++i];
+    } else if (a == "--network" && i + 1 < argc) {
+      network = argv[++i];
     } else if (a == "--log-level" && i + 1 < argc) {
       log_level = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: %s [--n N] [--parallel P] [--log-level debug] [--endpoint unix:///path]\n",
+      std::fprintf(stderr,
+                   "usage: %s [--n N] [--parallel P] [--network cni|embedded] [--log-level L] "
+                   "[--endpoint unix:///path]\n",
                    argv[0]);
       return 2;
     }
+  }
+  if (network != "cni" && network != "embedded") {
+    std::fprintf(stderr, "--network is cni or embedded\n");
+    return 2;
   }
   if (n < 1 || parallel < 1) {
     std::fprintf(stderr, "--n and --parallel must be >= 1\n");
@@ -126,15 +140,17 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "starting crispd needs root (or use --endpoint)\n");
     return 1;
   }
-  DaemonOptions o;
+  DaemonOptions o = network == "embedded" ? EmbeddedDaemonOptions() : DaemonOptions{};
   o.log_level = log_level;  // debug: crispd logs "run steps:" / "stop steps:" and each CNI call
   // Its own bridge and subnet, so that it can run next to the e2e suite.
-  o.bridge = "crispbench0";
-  o.subnet = "10.89.0.0/16";
+  o.bridge = network == "embedded" ? "crispbench1" : "crispbench0";
+  o.subnet = network == "embedded" ? "10.91.0.0/16" : "10.89.0.0/16";
   bench::Target t;
   if (!t.Open(endpoint, o)) return t.Close(1);
   CriClient* c = t.client;
-  std::string where = t.daemon ? t.where + " (bridge+portmap+loopback CNI)" : t.where;
+  std::string where =
+      t.daemon ? t.where + (network == "embedded" ? " (embedded network)" : " (bridge+portmap+loopback CNI)")
+               : t.where;
   const cri::VersionResponse& v = t.version;
 
   std::map<std::string, Series> s;
@@ -153,6 +169,10 @@ int Main(int argc, char** argv) {
     rc = 1;
   }
 
+  if (t.daemon && log_level == "debug") {  // crispd's step timings of every RunPodSandbox
+    for (const auto& l : absl::StrSplit(t.daemon->LogTail(100000), '\n'))
+      if (absl::StrContains(l, "run steps:")) std::printf("%s\n", std::string(l).c_str());
+  }
   if (rc == 0) {
     std::printf("runtime: %s %s via %s\n%d sequential pods, %d parallel, %ld cores\n\n",
                 v.runtime_name().c_str(), v.runtime_version().c_str(), where.c_str(), n, parallel,

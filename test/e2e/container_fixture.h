@@ -24,7 +24,9 @@ using IStub = cri::ImageService::Stub;
 
 class ContainerTest : public E2eTest {
  protected:
-  static void SetUpTestSuite() {
+  static void SetUpTestSuite() { StartSuite(DaemonOptions{}); }
+  // The registries, a crispd started with `opts` and the busybox image in it.
+  static void StartSuite(const DaemonOptions& opts) {
     skip_ = testing::FixtureRegistries::SkipReason();
     if (!skip_.empty()) return;
     auto r = testing::FixtureRegistries::Start(CRISP_FIXTURES_DIR, CRISP_FIXTURE_CACHE);
@@ -34,7 +36,7 @@ class ContainerTest : public E2eTest {
       return;
     }
     reg_ = std::move(*r);
-    StartDaemon(DaemonOptions{});
+    StartDaemon(opts);
     if (!daemon_) return;
     image_ = PullFixture("crisp/busybox:latest");
   }

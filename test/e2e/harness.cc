@@ -172,6 +172,75 @@ std::string DefaultConflist(const std::string& ipam_data_dir, const std::string&
   return j.dump(2);
 }
 
+DaemonOptions EmbeddedDaemonOptions() {
+  DaemonOptions o;
+  o.network = "embedded";
+  o.write_conflist = false;
+  o.bridge = "crispemb0";
+  o.subnet = "10.90.0.0/16";
+  return o;
+}
+
+std::vector<std::string> EmbeddedNatRules(const std::string& bridge) {
+  std::vector<std::string> out;
+  for (absl::string_view l :
+       absl::StrSplit(RunCapture({"/usr/sbin/iptables", "-w", "-t", "nat", "-S"}), '\n')) {
+    if (absl::StrContains(l, "crisp-embedded:" + bridge) || absl::StrContains(l, " CRISP-HP-" + bridge) ||
+        absl::StrContains(l, "CRISP-HPD-"))
+      out.emplace_back(l);
+  }
+  return out;
+}
+
+namespace {
+
+// Words of an `iptables -S` rule without the quotes -S puts around comments.
+std::vector<std::string> RuleWords(const std::string& rule) {
+  std::vector<std::string> out;
+  std::string cur;
+  bool quoted = false, have = false;
+  for (char ch : rule) {
+    if (ch == '"') {
+      quoted = !quoted;
+      have = true;
+    } else if (ch == ' ' && !quoted) {
+      if (have) out.push_back(cur);
+      cur.clear();
+      have = false;
+    } else {
+      cur += ch;
+      have = true;
+    }
+  }
+  if (have) out.push_back(cur);
+  return out;
+}
+
+// Removes the embedded network's nat rules and chains on `bridge` (what the
+// README's clean-up does); returns what could not be removed.
+std::vector<std::string> RemoveEmbeddedNat(const std::string& bridge) {
+  std::vector<std::string> problems;
+  std::vector<std::string> chains;
+  for (const auto& l : EmbeddedNatRules(bridge)) {
+    if (absl::StartsWith(l, "-N ")) {
+      chains.push_back(l.substr(3));
+      continue;
+    }
+    if (!absl::StartsWith(l, "-A ")) continue;
+    std::vector<std::string> argv = {"/usr/sbin/iptables", "-w", "-t", "nat", "-D"};
+    for (auto& w : RuleWords(l.substr(3))) argv.push_back(std::move(w));
+    (void)RunCapture(argv);
+  }
+  for (const auto& c : chains) {
+    (void)RunCapture({"/usr/sbin/iptables", "-w", "-t", "nat", "-F", c});
+    (void)RunCapture({"/usr/sbin/iptables", "-w", "-t", "nat", "-X", c});
+  }
+  for (const auto& l : EmbeddedNatRules(bridge)) problems.push_back("nat rule left: " + l);
+  return problems;
+}
+
+}  // namespace
+
 std::set<std::string> CrispProcesses() {
   std::set<std::string> out;
   for (const auto& p : ListOrEmpty("/proc")) {
@@ -246,7 +315,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions opts) {
   }
   std::string yaml =
       absl::StrCat("log_level: ", d->opts_.log_level, "\ncgroup_parent: ", d->cgroup_parent_,
-                   "\ncni:\n  conf_dir: ", d->conf_dir(), "\n  bin_dirs: [",
+                   "\nnetwork: ", d->opts_.network, "\nembedded_network:\n  bridge: ", d->opts_.bridge,
+                   "\n  subnet: ", d->opts_.subnet, "\ncni:\n  conf_dir: ", d->conf_dir(), "\n  bin_dirs: [",
                    absl::StrJoin(d->opts_.bin_dirs, ", "), "]\n  plugin_timeout: 30s\n", d->opts_.extra_yaml);
   RETURN_IF_ERROR(WriteFileAtomic(d->dir_ + "/crisp.yaml", yaml));
   RETURN_IF_ERROR(d->Launch());
@@ -370,6 +440,10 @@ absl::Status Daemon::Destroy() {
     (void)RunCapture({"/sbin/ip", "link", "del", opts_.bridge});
   if (PathExists("/sys/class/net/" + opts_.bridge))
     problems.push_back("bridge " + opts_.bridge + " not deleted");
+  // The embedded network's shared nat rules stay with its bridge, as the
+  // bridge does; a pod's own rules left over are the leak check's.
+  if (opts_.network != "cni")
+    for (auto& p : RemoveEmbeddedNat(opts_.bridge)) problems.push_back(std::move(p));
 
   for (const auto& root : CgroupRoots()) {
     std::string parent = root + cgroup_parent_;
@@ -435,9 +509,15 @@ std::set<std::string> LeakSnapshot(const Daemon& d) {
     out.insert("ip " + n);
   }
   for (const auto& p : DaemonProcesses(d)) out.insert(p);
+  if (d.options().network != "cni") {
+    // A pod's host port chain and the jump to it; not the shared rules,
+    // which the first pod creates and which stay with the bridge.
+    for (const auto& r : EmbeddedNatRules(d.options().bridge))
+      if (absl::StrContains(r, "CRISP-HPD-")) out.insert("nat " + r);
+  }
   for (const auto& dir :
        {d.root() + "/sandboxes", d.state() + "/sandboxes", d.state() + "/ns", d.root() + "/cni/results",
-        d.root() + "/containers", d.state() + "/containers"})
+        d.root() + "/embedded-network", d.root() + "/containers", d.state() + "/containers"})
     for (const auto& n : ListOrEmpty(dir)) out.insert("file " + dir + "/" + n);
   if (d.pid() > 0) out.insert(absl::StrCat("crispd fds ", CountFdsButTcp(d.pid())));
   return out;

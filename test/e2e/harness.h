@@ -26,8 +26,12 @@ struct DaemonOptions {
   // Replaces the default conflist when non-empty; "@DIR@" in it is replaced
   // with the daemon's temp dir (e.g. "dataDir": "@DIR@/ipam").
   std::string conflist_json;
-  // Bridge and subnet of the default conflist. The bench uses its own so that
-  // it can run next to the e2e suite.
+  // crispd's `network:` (cni, embedded, auto). "cni" by default so that the
+  // suites that rename or empty the conf dir test CNI's readiness.
+  std::string network = "cni";
+  // Bridge and subnet of the default conflist, and of embedded_network (see
+  // EmbeddedDaemonOptions). The bench uses its own so that it can run next
+  // to the e2e suite.
   std::string bridge = "crispe2e0";
   std::string subnet = "10.88.0.0/16";
   std::vector<std::string> bin_dirs = {"/usr/lib/cni"};
@@ -77,8 +81,11 @@ class Daemon {
   std::string state() const { return dir_ + "/state"; }
   std::string conf_dir() const { return dir_ + "/net.d"; }
   std::string conflist_path() const { return conf_dir() + "/10-e2e.conflist"; }
-  // host-local keeps one file per allocated IP here (dataDir/<network name>).
-  std::string ipam_dir() const { return dir_ + "/ipam/crisp-e2e"; }
+  // host-local keeps one file per allocated IP here (dataDir/<network name>);
+  // the embedded network in <root>/embedded-ipam.
+  std::string ipam_dir() const {
+    return opts_.network == "cni" ? dir_ + "/ipam/crisp-e2e" : root() + "/embedded-ipam";
+  }
   const std::string& cgroup_parent() const { return cgroup_parent_; }
   std::string LogTail(size_t lines = 40) const;
 
@@ -98,7 +105,8 @@ class Daemon {
 // same time do not count): "mount <path> <fstype>" (under d's dir, or nsfs
 // anywhere but other /tmp dirs),
 // "netns <name>", "link <name>" (d's bridge's ports),
-// "cgroup <dir>", "ip <addr>",
+// "cgroup <dir>", "ip <addr>", "nat <rule>" (a pod's host port rules of the
+// embedded network),
 // "process <pid> <comm>", "file <path>", "crispd fds <n>".
 std::set<std::string> LeakSnapshot(const Daemon& d);
 
@@ -112,6 +120,14 @@ std::set<std::string> CrispProcesses();
 // running at the same time (integration tests, another build dir) have their
 // own shims, which are none of this daemon's business.
 std::set<std::string> DaemonProcesses(const Daemon& d);
+
+// A crispd with `network: embedded` on its own bridge and subnet (crispemb0,
+// 10.90.0.0/16), so that it never shares them with the CNI daemons.
+DaemonOptions EmbeddedDaemonOptions();
+
+// The nat rules of the embedded network on `bridge` (iptables -t nat -S lines
+// naming crisp-embedded:<bridge>, its host port chain or a pod's chain).
+std::vector<std::string> EmbeddedNatRules(const std::string& bridge);
 
 // Default conflist of the harness (bridge + host-local, portmap, loopback).
 std::string DefaultConflist(const std::string& ipam_data_dir, const std::string& bridge,

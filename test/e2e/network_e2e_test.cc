@@ -48,8 +48,18 @@ std::string Fetch(const std::string& host, int port, int secs = 5) {
   return body;
 }
 
-class NetworkTest : public ContainerTest {
+// Every test runs once per pod network backend: CNI plugins (bridge,
+// host-local, portmap, loopback) and the embedded network.
+class NetworkTest : public ContainerTest, public ::testing::WithParamInterface<std::string> {
  protected:
+  // The suite starts in SetUp, which knows the backend; each instantiation
+  // is its own suite (one daemon each, destroyed by TearDownTestSuite).
+  static void SetUpTestSuite() {}
+  void SetUp() override {
+    if (::geteuid() == 0 && !daemon_ && skip_.empty() && !reg_)
+      StartSuite(GetParam() == "embedded" ? EmbeddedDaemonOptions() : DaemonOptions{});
+    ContainerTest::SetUp();
+  }
   std::string PodIp() {
     cri::PodSandboxStatusRequest req;
     req.set_pod_sandbox_id(pod_);
@@ -76,7 +86,7 @@ class NetworkTest : public ContainerTest {
   }
 };
 
-TEST_F(NetworkTest, HostPortAndContainerPortReachTheServer) {
+TEST_P(NetworkTest, HostPortAndContainerPortReachTheServer) {
   const int host_port = FreePort();
   ASSERT_GT(host_port, 0);
   constexpr int kContainerPort = 8080;
@@ -92,7 +102,7 @@ TEST_F(NetworkTest, HostPortAndContainerPortReachTheServer) {
             "");
   std::string id = RunContainer(WebServer("web", kContainerPort, "crisp-port-mapping"));
   EXPECT_EQ(Fetch("127.0.0.1", host_port), "crisp-port-mapping\n")
-      << "host port " << host_port << " via portmap";
+      << "host port " << host_port << " via portmap (or the embedded network's DNAT)";
   std::string ip = PodIp();
   ASSERT_FALSE(ip.empty());
   EXPECT_EQ(Fetch(ip, kContainerPort), "crisp-port-mapping\n") << "container port on the pod IP " << ip;
@@ -105,7 +115,7 @@ TEST_F(NetworkTest, HostPortAndContainerPortReachTheServer) {
             "");
 }
 
-TEST_F(NetworkTest, ContainerSeesThePodsDnsConfigAndHostname) {
+TEST_P(NetworkTest, ContainerSeesThePodsDnsConfigAndHostname) {
   RunPod([](cri::PodSandboxConfig* p) {
     p->set_hostname("crisp-dns-host");
     auto* dns = p->mutable_dns_config();
@@ -123,7 +133,7 @@ TEST_F(NetworkTest, ContainerSeesThePodsDnsConfigAndHostname) {
   EXPECT_TRUE(absl::StrContains(out, "F host=crisp-dns-host")) << out;
 }
 
-TEST_F(NetworkTest, TwoContainersInAPodShareLocalhostAndKeepTheirOwnLogs) {
+TEST_P(NetworkTest, TwoContainersInAPodShareLocalhostAndKeepTheirOwnLogs) {
   constexpr int kPort = 8081;
   auto server = WebServer("server", kPort, "from-the-server");
   server.add_envs()->set_key("WHO");
@@ -163,6 +173,9 @@ TEST_F(NetworkTest, TwoContainersInAPodShareLocalhostAndKeepTheirOwnLogs) {
   StopAndRemove(b);
   StopAndRemove(a);
 }
+
+INSTANTIATE_TEST_SUITE_P(Cni, NetworkTest, ::testing::Values("cni"));
+INSTANTIATE_TEST_SUITE_P(Embedded, NetworkTest, ::testing::Values("embedded"));
 
 }  // namespace
 }  // namespace crisp::e2e

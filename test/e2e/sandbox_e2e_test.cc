@@ -51,9 +51,30 @@ class SandboxTest : public E2eTest {
     EXPECT_TRUE(s.ok()) << "PodSandboxStatus " << id << ": " << s.error_message();
     return resp.status();
   }
+  // In the daemon's /16 (10.88.0.0/16 for CNI, 10.90.0.0/16 embedded).
+  static bool InPodSubnet(const std::string& ip) {
+    const std::string& subnet = daemon_->options().subnet;
+    std::string prefix = subnet.substr(0, subnet.find('.', subnet.find('.') + 1) + 1);
+    return !ip.empty() && absl::StartsWith(ip, prefix);
+  }
 };
 
-bool InPodSubnet(const std::string& ip) { return absl::StartsWith(ip, "10.88."); }
+// The pod network tests, once per backend: CNI plugins (bridge, host-local,
+// portmap, loopback on crispe2e0) and the embedded network (crispemb0).
+class SandboxNetTest : public SandboxTest, public ::testing::WithParamInterface<std::string> {
+ protected:
+  // The daemon starts in SetUp, which knows the backend; each instantiation
+  // is its own suite, so it starts once per backend and TearDownTestSuite
+  // destroys it.
+  static void SetUpTestSuite() {}
+  void SetUp() override {
+    if (::geteuid() == 0 && !daemon_)
+      StartDaemon(GetParam() == "embedded" ? EmbeddedDaemonOptions() : DaemonOptions{});
+    SandboxTest::SetUp();
+  }
+};
+INSTANTIATE_TEST_SUITE_P(Cni, SandboxNetTest, ::testing::Values("cni"));
+INSTANTIATE_TEST_SUITE_P(Embedded, SandboxNetTest, ::testing::Values("embedded"));
 
 // A TCP server on 0.0.0.0:port inside a network namespace that answers one
 // connection with "pong:" + what it read. The thread joins the namespace;
@@ -172,6 +193,13 @@ cri::RuntimeCondition WaitNetworkReady(CriClient& c, bool want) {
   return cnd;
 }
 
+// The ports of a bridge (the host ends of pod veths).
+std::vector<std::string> ListOrEmptyPorts(const std::string& bridge) {
+  auto v = ListDir("/sys/class/net/" + bridge + "/brif").value_or(std::vector<std::string>{});
+  if (v.empty()) v.push_back("(no port)");
+  return v;
+}
+
 std::set<std::string> Lines(const std::string& text) {
   std::set<std::string> out;
   for (absl::string_view l : absl::StrSplit(text, '\n', absl::SkipEmpty())) out.insert(std::string(l));
@@ -229,7 +257,7 @@ TEST_F(SandboxTest, NetworkNotReadyWithoutConfigAndReloadsWhenItAppears) {
   StopAndRemove(id2);
 }
 
-// A second crispd whose CNI conf dir is empty from the start.
+// A second crispd (`network: cni`) whose CNI conf dir is empty from the start.
 class EmptyCniDirTest : public E2eTest {
  protected:
   static void SetUpTestSuite() {
@@ -239,6 +267,70 @@ class EmptyCniDirTest : public E2eTest {
   }
 };
 
+// A crispd with `network: auto` (the default) and an empty CNI conf dir: the
+// embedded network, until a CNI config appears.
+class AutoNetworkTest : public SandboxTest {
+ protected:
+  static void SetUpTestSuite() {
+    DaemonOptions o = EmbeddedDaemonOptions();
+    o.network = "auto";
+    StartDaemon(o);
+  }
+};
+
+TEST_F(AutoNetworkTest, EmbeddedUntilACniConfigAppearsAndEachPodKeepsItsBackend) {
+  cri::StatusResponse st;
+  ASSERT_TRUE(c().Status(&st, /*verbose=*/true).ok());
+  auto conds = Conditions(c());
+  EXPECT_TRUE(conds["NetworkReady"].status()) << conds["NetworkReady"].message();
+  auto net = nlohmann::json::parse(st.info().at("cni"), nullptr, false);
+  EXPECT_EQ(net.value("mode", ""), "auto") << net.dump();
+  EXPECT_EQ(net.value("backend", ""), "embedded") << net.dump();
+
+  std::string a = Run(PodConfig("auto-embedded"));
+  std::string ip_a = Status(a).network().ip();
+  EXPECT_TRUE(absl::StartsWith(ip_a, "10.90.")) << ip_a;
+  EXPECT_EQ(SandboxInfo(c(), a).value("network_kind", ""), "embedded");
+  EXPECT_TRUE(PathExists(daemon_->root() + "/embedded-ipam/" + ip_a));
+
+  // A CNI config appears: new pods get CNI, even across a restart.
+  ASSERT_TRUE(WriteFileAtomic(daemon_->conflist_path(),
+                              DefaultConflist(daemon_->dir() + "/ipam", "crispe2e0", "10.88.0.0/16"))
+                  .ok());
+  ASSERT_TRUE(daemon_->Restart().ok()) << daemon_->LogTail();
+  std::string b = Run(PodConfig("auto-cni"));
+  std::string ip_b = Status(b).network().ip();
+  EXPECT_TRUE(absl::StartsWith(ip_b, "10.88.")) << ip_b;
+  EXPECT_EQ(SandboxInfo(c(), b).value("network_kind", ""), "cni");
+  ASSERT_TRUE(c().Status(&st, true).ok());
+  EXPECT_EQ(nlohmann::json::parse(st.info().at("cni"), nullptr, false).value("backend", ""), "cni");
+
+  // The embedded pod is torn down by the embedded network, the CNI one by CNI.
+  std::string veth_a = "/sys/class/net/" + ListOrEmptyPorts("crispemb0").front();
+  StopAndRemove(a);
+  EXPECT_FALSE(PathExists(daemon_->root() + "/embedded-ipam/" + ip_a)) << "embedded IPAM released it";
+  EXPECT_FALSE(PathExists(veth_a));
+  StopAndRemove(b);
+  EXPECT_FALSE(PathExists(daemon_->dir() + "/ipam/crisp-e2e/" + ip_b)) << "host-local released it";
+  ASSERT_EQ(::unlink(daemon_->conflist_path().c_str()), 0);
+  (void)RunCapture({"/sbin/ip", "link", "del", "crispe2e0"});
+}
+
+TEST_F(AutoNetworkTest, EmbeddedRejectsWhatItCannotDoAndLeavesNothing) {
+  auto cfg = PodConfig("v6-hostport");
+  auto* pm = cfg.add_port_mappings();
+  pm->set_container_port(80);
+  pm->set_host_port(18095);
+  pm->set_host_ip("::1");
+  std::string id;
+  grpc::Status s = c().RunPodSandbox(cfg, &id);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find("IPv4 only"), std::string::npos) << s.error_message();
+  cri::ListPodSandboxResponse l;
+  ASSERT_TRUE(c().ListPodSandbox({}, &l).ok());
+  EXPECT_EQ(l.items_size(), 0);
+}
+
 TEST_F(EmptyCniDirTest, NetworkNotReady) {
   auto conds = Conditions(daemon_->client());
   EXPECT_TRUE(conds["RuntimeReady"].status());
@@ -247,7 +339,7 @@ TEST_F(EmptyCniDirTest, NetworkNotReady) {
   EXPECT_FALSE(conds["NetworkReady"].message().empty());
 }
 
-TEST_F(SandboxTest, PodIsReadyWithAnIpReachableFromTheHost) {
+TEST_P(SandboxNetTest, PodIsReadyWithAnIpReachableFromTheHost) {
   std::string id = Run(PodConfig("reach"));
   ASSERT_FALSE(id.empty());
   auto st = Status(id);
@@ -257,13 +349,15 @@ TEST_F(SandboxTest, PodIsReadyWithAnIpReachableFromTheHost) {
   EXPECT_EQ(st.metadata().namespace_(), "e2e");
   EXPECT_GT(st.created_at(), 0);
   ASSERT_TRUE(InPodSubnet(st.network().ip())) << st.network().ip();
-  EXPECT_TRUE(PathExists(daemon_->ipam_dir() + "/" + st.network().ip())) << "host-local allocated it";
+  EXPECT_TRUE(PathExists(daemon_->ipam_dir() + "/" + st.network().ip()))
+      << "host-local (or its like) allocated it";
 
   auto info = SandboxInfo(c(), id);
   ASSERT_TRUE(info.is_object());
   for (const char* key : {"pid", "netns_path", "ns_paths", "hostname_path", "hosts_path", "resolv_conf_path",
                           "shm_path", "cgroup_path", "cni_result"})
     EXPECT_TRUE(info.contains(key)) << key << " missing in " << info.dump();
+  EXPECT_EQ(info.value("network_kind", ""), GetParam()) << "the backend is recorded with the pod";
   std::string netns = info.value("netns_path", "");
   EXPECT_EQ(netns, daemon_->state() + "/ns/" + id + "/net");
   EXPECT_EQ(info["ns_paths"].value("net", ""), netns);
@@ -297,7 +391,7 @@ TEST_F(SandboxTest, PodIsReadyWithAnIpReachableFromTheHost) {
   StopAndRemove(id);
 }
 
-TEST_F(SandboxTest, TwoPodsReachEachOther) {
+TEST_P(SandboxNetTest, TwoPodsReachEachOther) {
   std::string a = Run(PodConfig("pod-a")), b = Run(PodConfig("pod-b"));
   auto ia = SandboxInfo(c(), a), ib = SandboxInfo(c(), b);
   std::string ip_a = Status(a).network().ip(), ip_b = Status(b).network().ip();
@@ -475,7 +569,7 @@ TEST_F(SandboxTest, ListFilters) {
   StopAndRemove(b);
 }
 
-TEST_F(SandboxTest, StopReleasesTheIpAndRemoveLeavesNothing) {
+TEST_P(SandboxNetTest, StopReleasesTheIpAndRemoveLeavesNothing) {
   std::string id = Run(PodConfig("lifecycle"));
   std::string ip = Status(id).network().ip();
   ASSERT_TRUE(PathExists(daemon_->ipam_dir() + "/" + ip)) << "host-local holds the IP while the pod runs";
@@ -499,7 +593,7 @@ TEST_F(SandboxTest, StopReleasesTheIpAndRemoveLeavesNothing) {
   // Everything else (mounts, veth, cgroup, processes, files) is the leak check's.
 }
 
-TEST_F(SandboxTest, RemoveOfARunningSandboxStopsItFirst) {
+TEST_P(SandboxNetTest, RemoveOfARunningSandboxStopsItFirst) {
   std::string id = Run(PodConfig("rm-running"));
   std::string ip = Status(id).network().ip();
   int pid = SandboxInfo(c(), id).value("pid", 0);
@@ -552,7 +646,7 @@ TEST_F(SandboxTest, BadInput) {
   StopAndRemove(id3);
 }
 
-TEST_F(SandboxTest, SurvivesCrispdRestart) {
+TEST_P(SandboxNetTest, SurvivesCrispdRestart) {
   std::string id = Run(PodConfig("restart"));
   std::string ip = Status(id).network().ip();
   int pid = SandboxInfo(c(), id).value("pid", 0);
@@ -685,7 +779,7 @@ TEST_F(SandboxTest, UnimplementedRpcsSaySo) {
 }
 
 // The leak check itself: a running pod shows up in every category it watches.
-TEST_F(SandboxTest, LeakCheckSeesARunningPod) {
+TEST_P(SandboxNetTest, LeakCheckSeesARunningPod) {
   auto before = LeakSnapshot(*daemon_);
   std::string id = Run(PodConfig("leaky"));
   std::string ip = Status(id).network().ip();

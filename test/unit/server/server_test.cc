@@ -59,6 +59,28 @@ stats_period: 5s
   EXPECT_EQ(ConfigToJson(*c).find("\"p\""), std::string::npos) << "secrets never appear in status output";
 }
 
+TEST(Config, NetworkModeAndEmbeddedNetwork) {
+  auto d = ParseConfig("");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->network, netcni::NetworkMode::kAuto);
+  EXPECT_EQ(d->embedded_network.bridge, "crisp0");
+  EXPECT_EQ(d->embedded_network.subnet, "10.88.0.0/16");
+  EXPECT_TRUE(d->embedded_network.masquerade);
+  auto c = ParseConfig(R"(
+network: embedded
+embedded_network: {bridge: crispemb0, subnet: 10.90.0.0/16, masquerade: false}
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->network, netcni::NetworkMode::kEmbedded);
+  EXPECT_EQ(c->embedded_network.bridge, "crispemb0");
+  EXPECT_EQ(c->embedded_network.subnet, "10.90.0.0/16");
+  EXPECT_FALSE(c->embedded_network.masquerade);
+  EXPECT_NE(ConfigToJson(*c).find("\"network\":\"embedded\""), std::string::npos) << ConfigToJson(*c);
+  auto cni = ParseConfig("network: cni");
+  ASSERT_TRUE(cni.ok());
+  EXPECT_EQ(cni->network, netcni::NetworkMode::kCni);
+}
+
 void ExpectError(const std::string& yaml, const std::string& needle) {
   auto c = ParseConfig(yaml);
   ASSERT_FALSE(c.ok()) << yaml;
@@ -78,6 +100,15 @@ TEST(Config, ErrorsNameTheKey) {
   ExpectError("registry: {auths: {h: {user: x}}}", "registry.auths.h.user");
   ExpectError("cgroup_parent: /a/../b", "cgroup_parent");
   ExpectError("streaming: {port: 70000}", "streaming.port");
+  ExpectError("network: calico", "config key \"network\": unknown network \"calico\" (cni, embedded, auto)");
+  ExpectError("network: [cni]", "network");
+  ExpectError("embedded_network: {brige: x}", "embedded_network.brige");
+  ExpectError("embedded_network: {bridge: a-very-long-bridge-name}", "embedded_network.bridge");
+  ExpectError("embedded_network: {bridge: \"a/b\"}", "embedded_network.bridge");
+  ExpectError("embedded_network: {subnet: 10.88.0.1/16}", "embedded_network.subnet");
+  ExpectError("embedded_network: {subnet: 10.88.0.0/31}", "embedded_network.subnet");
+  ExpectError("embedded_network: {subnet: fd00::/64}", "embedded_network.subnet");
+  ExpectError("embedded_network: {masquerade: maybe}", "embedded_network.masquerade\": must be true or false");
   ExpectError("streaming: {port: http}", "streaming.port");
   ExpectError("streaming: {tls_cert_file: /c.pem}", "tls_key_file");
   ExpectError("streaming: {idle_timeout: 0s}", "streaming.idle_timeout");

@@ -15,7 +15,7 @@
 // Not a ctest test: run by hand as root on an otherwise idle machine
 // (test/bench/compare.sh installs containerd and runs it):
 //
-//   cri_bench [--n 20] [--parallel 4] [--pods 100] [--peer containerd|none]
+//   cri_bench [--n 20] [--parallel 4] [--pods 100] [--peer containerd|none] [--crisp-network cni|embedded]
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -52,6 +52,7 @@ struct Options {
   int parallel = 4;
   int pods = 100;
   bool peer = true;
+  std::string crisp_network = "cni";  // or "embedded" (crisp only; the peer always uses the conflist)
   std::string crispd_path, containerd_path = "/usr/bin/containerd";
 };
 
@@ -554,14 +555,20 @@ int Main(int argc, char** argv) {
         return 2;
       }
       o.peer = p == "containerd";
+    } else if (a == "--crisp-network") {
+      o.crisp_network = next();
+      if (o.crisp_network != "cni" && o.crisp_network != "embedded") {
+        std::fprintf(stderr, "--crisp-network cni|embedded\n");
+        return 2;
+      }
     } else if (a == "--crispd") {
       o.crispd_path = next();
     } else if (a == "--containerd") {
       o.containerd_path = next();
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--n N] [--parallel P] [--pods PODS] [--peer containerd|none] [--crispd PATH] "
-                   "[--containerd PATH]\n",
+                   "usage: %s [--n N] [--parallel P] [--pods PODS] [--peer containerd|none] "
+                   "[--crisp-network cni|embedded] [--crispd PATH] [--containerd PATH]\n",
                    argv[0]);
       return 2;
     }
@@ -581,14 +588,16 @@ int Main(int argc, char** argv) {
   Results crisp;
   crisp.name = "crisp";
   {
-    e2e::DaemonOptions d;
+    const bool embedded = o.crisp_network == "embedded";
+    e2e::DaemonOptions d = embedded ? e2e::EmbeddedDaemonOptions() : e2e::DaemonOptions{};
     d.log_level = "info";  // containerd logs at info too
-    d.bridge = "crispbench0";
-    d.subnet = "10.89.0.0/16";
+    d.bridge = embedded ? "crispbench1" : "crispbench0";
+    d.subnet = embedded ? "10.91.0.0/16" : "10.89.0.0/16";
     d.crispd_path = o.crispd_path;
     Target t;
     if (!t.Open("", d)) return t.Close(1);
-    crisp.where = t.where + " (bridge + host-local, portmap, loopback CNI)";
+    crisp.where = t.where + (embedded ? " (embedded network: libnl bridge + veth, masquerade, host ports)"
+                                      : " (bridge + host-local, portmap, loopback CNI)");
     RunSuite(t.client, {"crispd", "crisp-shim", "crisp-pause"}, *reg, o, crisp);
     if (!crisp.error.empty()) std::fprintf(stderr, "crispd log tail:\n%s", t.daemon->LogTail().c_str());
     rc = t.Close(crisp.error.empty() ? 0 : 1);

@@ -1,5 +1,6 @@
 #include "podsandbox/controller.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <functional>
@@ -386,6 +387,10 @@ absl::StatusOr<Sandbox> Controller::Run(const std::string& id, const cri::PodSan
 
 absl::Status Controller::Stop(Sandbox& sb, const std::string& pod_cidr) {
   StepTimer t;
+  // The pause process dies while the network is torn down (as containerd
+  // orders it): the pinned netns outlives it, so CNI DEL still finds the
+  // pod's interfaces, and its exit is not waited for on its own.
+  if (auto s = SignalProcess(sb.pause, SIGKILL); !s.ok()) return Annotate(s, "stopping the pause process");
   if (sb.network_set_up || !sb.network_kind.empty()) {
     netcni::PodNetwork* net = networks_->ByKind(sb.network_kind);
     if (!net)

@@ -1,11 +1,14 @@
 #include "images/image_manager.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <thread>
 
 #include "absl/cleanup/cleanup.h"
@@ -47,6 +50,26 @@ std::string MiB(uint64_t b) { return absl::StrCat(b / (1 << 20), ".", (b % (1 <<
 
 bool Contains(const std::vector<std::string>& v, const std::string& x) {
   return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+// Marks `dir` as the top of unrelated directory hierarchies (chattr +T):
+// ext2/3/4's Orlov allocator then spreads its subdirectories, each an
+// unpacked layer, over block groups instead of packing them into the group
+// of `dir`. Without it every layer's inodes are allocated in the same few
+// groups, and on ext4 without a journal each new inode is chosen by
+// scanning past every inode of that group freed in the last minute(s)
+// (fs/ext4/ialloc.c recently_deleted()): a pull right after an image was
+// removed then spends most of its time in inode allocation (measured:
+// creating 1300 files took 400-600 ms instead of 30-60). Only a hint:
+// filesystems without the flag ignore or refuse it.
+void MarkTopDir(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  int flags = 0;
+  if (!fd || ::ioctl(fd.get(), FS_IOC_GETFLAGS, &flags) != 0) return;
+  if ((flags & FS_TOPDIR_FL) != 0) return;
+  flags |= FS_TOPDIR_FL;
+  if (::ioctl(fd.get(), FS_IOC_SETFLAGS, &flags) != 0)
+    Log()->debug("{}: cannot set the top-directory hint: {}", dir, std::strerror(errno));
 }
 
 void Erase(std::vector<std::string>& v, const std::string& x) { v.erase(std::remove(v.begin(), v.end(), x), v.end()); }
@@ -184,6 +207,7 @@ std::optional<std::string> ImageManager::ResolveLocked(const std::string& s) con
 absl::Status ImageManager::Init() {
   RETURN_IF_ERROR(MkdirAll(dir_, 0700));
   RETURN_IF_ERROR(MkdirAll(dir_ + "/layers", 0700));
+  MarkTopDir(dir_ + "/layers");
   RETURN_IF_ERROR(content_.Init());
 
   std::lock_guard<std::mutex> w(write_mu_);

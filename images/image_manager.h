@@ -7,8 +7,25 @@
 //   blobs/sha256/<hex>        verified content (manifests, indexes, configs, layer blobs)
 //   ingest/                   blobs being downloaded (emptied at Init)
 //   layers/<chain-hex>/diff   an unpacked layer (an overlayfs lower dir)
-//   layers/<chain-hex>/meta.json   its size and inode count
+//   layers/<chain-hex>/meta.json   its size and inode count, the boot and
+//                             sequence number it was committed in
+//   layers.synced             {boot_id, seq}: every layer committed in that
+//                             boot up to seq is on stable storage
 //   images.json               the image records, written atomically
+//
+// Durability of unpacked layers: a pull does not wait for its files to reach
+// the disk. fsync per file costs a cache flush per file, and one syncfs
+// waits for everything dirty on the filesystem (other programs' writes
+// too): ~35-50 ms of a ~150 ms pull on the reference VM. containerd
+// (before 2.0's opt-in sync_fs) does not sync unpacked files at all, which
+// after a power loss leaves committed layers with empty files forever
+// (containerd#5854, #9115). Here a background thread runs syncfs soon after
+// each commit and then records in layers.synced how far it got. Until the
+// machine reboots the page cache serves every file whether or not it is on
+// disk, so a layer committed in the running boot is complete; at Init a
+// layer committed in an earlier boot and not covered by layers.synced may
+// have lost data in a crash and is removed (with the images that use it:
+// they are pulled again). A clean shutdown runs the last sync first.
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -51,6 +68,9 @@ struct ImageOptions {
   std::vector<std::string> pinned_images;
   // How often a long pull logs its progress.
   absl::Duration progress_interval = absl::Seconds(5);
+  // The identity of this boot of the machine; empty: read
+  // /proc/sys/kernel/random/boot_id. Tests set it to simulate reboots.
+  std::string boot_id;
 };
 
 struct Image {
@@ -177,6 +197,11 @@ class ImageManager {
   void EmptyTrash(const std::vector<std::string>& trash);
   void TrashLoop();
 
+  // Background durability (see the top of this file). RequestSync wakes the
+  // sync thread; it makes every layer committed so far durable.
+  void RequestSync();
+  void SyncLoop();
+
   const ImageOptions opts_;
   const std::string dir_;
   std::unique_ptr<RegistryTransport> transport_;
@@ -203,6 +228,18 @@ class ImageManager {
   std::thread trash_thread_;  // last member: started after the rest exists
   std::map<std::string, int> leases_;          // blob digest or chain id -> holders
   std::set<std::string> pinned_refs_;          // normalised opts_.pinned_images; immutable
+
+  std::string boot_id_;  // set by Init
+  // Layer commits (meta.json + rename into place) hold commit_mu_, so that
+  // every layer numbered <= commit_seq_ is in place when the sync thread
+  // reads it.
+  std::mutex commit_mu_;
+  uint64_t commit_seq_ = 0;  // guarded by commit_mu_
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  uint64_t synced_seq_ = 0;  // guarded by sync_mu_: recorded in layers.synced
+  bool sync_wanted_ = false, sync_stop_ = false;  // guarded by sync_mu_
+  std::thread sync_thread_;
 };
 
 }  // namespace crisp::images

@@ -1,7 +1,7 @@
 #include "images/stream.h"
 
+#include <isa-l/igzip_lib.h>
 #include <unistd.h>
-#include <zlib.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -98,13 +98,14 @@ struct DecompressingSource::Impl {
   size_t in_pos = 0, in_len = 0;
   bool in_eof = false;
   bool out_eof = false;
-  z_stream zs{};
-  bool zs_init = false;
+  // gzip through ISA-L's igzip: ~3x zlib's inflate speed on x86-64. It
+  // parses the gzip header, checks the trailer's CRC32 and length itself.
+  std::unique_ptr<inflate_state> gz;
+  bool gz_member = false;  // inside a gzip member (some of it consumed)
   ZSTD_DCtx* zd = nullptr;
   size_t zstd_last = 0;  // last ZSTD_decompressStream hint; 0 = at a frame boundary
 
   ~Impl() {
-    if (zs_init) inflateEnd(&zs);
     if (zd != nullptr) ZSTD_freeDCtx(zd);
   }
 
@@ -140,8 +141,9 @@ struct DecompressingSource::Impl {
     size_t avail = in_len - in_pos;
     if (avail >= 2 && p[0] == 0x1f && p[1] == 0x8b) {
       kind = Kind::kGzip;
-      if (inflateInit2(&zs, 15 + 16) != Z_OK) return absl::InternalError("inflateInit2 failed");
-      zs_init = true;
+      gz.reset(new inflate_state);
+      isal_inflate_init(gz.get());
+      gz->crc_flag = ISAL_GZIP;
     } else if (avail >= 4 && p[0] == 0x28 && p[1] == 0xb5 && p[2] == 0x2f && p[3] == 0xfd) {
       kind = Kind::kZstd;
       zd = ZSTD_createDCtx();
@@ -152,41 +154,57 @@ struct DecompressingSource::Impl {
     return absl::OkStatus();
   }
 
+  static const char* IsalError(int rc) {
+    switch (rc) {
+      case ISAL_INVALID_BLOCK: return "invalid deflate block";
+      case ISAL_INVALID_SYMBOL: return "invalid deflate symbol";
+      case ISAL_INVALID_LOOKBACK: return "invalid distance";
+      case ISAL_INVALID_WRAPPER: return "invalid gzip header";
+      case ISAL_UNSUPPORTED_METHOD: return "unsupported compression method";
+      case ISAL_INCORRECT_CHECKSUM: return "incorrect data check";
+      case ISAL_NEED_DICT: return "needs a dictionary";
+      default: return "corrupt data";
+    }
+  }
+
   absl::StatusOr<size_t> ReadGzip(char* buf, size_t n) {
     while (true) {
       auto more = Fill();
       if (!more.ok()) return more.status();
       if (!*more) {
         // EOF of the input: fine only between members.
-        if (zs.total_in == 0 && zs.total_out == 0) {
+        if (!gz_member) {
           out_eof = true;
           return 0;
         }
         return absl::DataLossError("gzip stream truncated");
       }
-      zs.next_in = reinterpret_cast<Bytef*>(inbuf.get() + in_pos);
-      zs.avail_in = static_cast<uInt>(in_len - in_pos);
-      zs.next_out = reinterpret_cast<Bytef*>(buf);
-      zs.avail_out = static_cast<uInt>(n);
-      int rc = inflate(&zs, Z_NO_FLUSH);
-      in_pos = in_len - zs.avail_in;
-      size_t produced = n - zs.avail_out;
-      if (rc == Z_STREAM_END) {
+      inflate_state& st = *gz;
+      st.next_in = reinterpret_cast<uint8_t*>(inbuf.get() + in_pos);
+      st.avail_in = static_cast<uint32_t>(in_len - in_pos);
+      st.next_out = reinterpret_cast<uint8_t*>(buf);
+      st.avail_out = static_cast<uint32_t>(std::min<size_t>(n, UINT32_MAX));
+      uint32_t out_before = st.avail_out;
+      gz_member = true;
+      int rc = isal_inflate(&st);
+      in_pos = in_len - st.avail_in;
+      size_t produced = out_before - st.avail_out;
+      if (rc < 0) return absl::DataLossError(absl::StrCat("gzip: ", IsalError(rc)));
+      if (st.block_state == ISAL_BLOCK_FINISH) {
         // Another gzip member may follow (pigz, concatenated files); any
         // other trailing bytes (zero padding) end the stream.
         auto more2 = Fill();
         if (!more2.ok()) return more2.status();
         if (*more2 && static_cast<unsigned char>(inbuf[in_pos]) == 0x1f) {
-          inflateReset(&zs);
-          zs.total_in = zs.total_out = 0;
+          isal_inflate_reset(&st);
+          st.crc_flag = ISAL_GZIP;
+          gz_member = false;
         } else {
           out_eof = true;
         }
         if (produced > 0 || out_eof) return produced;
         continue;
       }
-      if (rc != Z_OK && rc != Z_BUF_ERROR)
-        return absl::DataLossError(absl::StrCat("gzip: ", zs.msg != nullptr ? zs.msg : "corrupt data"));
       if (produced > 0) return produced;
     }
   }

@@ -45,7 +45,23 @@ void Remove(CriClient* c, const std::string& ref) {
   Check(c->Image(&Stub::RemoveImage, req, &resp), "RemoveImage " + ref);
 }
 
-void Measure(CriClient* c, const testing::FixtureRegistries& reg, int n, int variants,
+// User + system CPU time of process `pid` (all its threads), or 0 if unknown.
+absl::Duration CpuTime(pid_t pid) {
+  if (pid <= 0) return absl::ZeroDuration();
+  std::FILE* f = std::fopen(absl::StrCat("/proc/", pid, "/stat").c_str(), "r");
+  if (f == nullptr) return absl::ZeroDuration();
+  char buf[1024];
+  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');  // comm may contain spaces
+  unsigned long long utime = 0, stime = 0;
+  if (p == nullptr || std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+    return absl::ZeroDuration();
+  return absl::Seconds(static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK)));
+}
+
+void Measure(CriClient* c, const testing::FixtureRegistries& reg, int n, int variants, pid_t daemon_pid,
              std::map<std::string, Series>& s, std::set<std::string>& live) {
   const std::string large = reg.Open("crisp/large:latest");
   // Warm-up: connections, resolver, the store's directories.
@@ -55,7 +71,9 @@ void Measure(CriClient* c, const testing::FixtureRegistries& reg, int n, int var
 
   for (int i = 0; i < n; ++i) {
     std::string id;
+    absl::Duration cpu0 = CpuTime(daemon_pid);
     s["PullImage large (empty store)"].Add(Time([&] { id = Pull(c, large); }));
+    if (daemon_pid > 0) s["PullImage large (empty store), crispd CPU"].Add(CpuTime(daemon_pid) - cpu0);
     live.insert(id);
     s["PullImage large (again, nothing new)"].Add(Time([&] { Pull(c, large); }));
     s["RemoveImage large"].Add(Time([&] { Remove(c, id); }));
@@ -135,7 +153,7 @@ int Main(int argc, char** argv) {
   std::set<std::string> live;
   int rc = 0;
   try {
-    Measure(c, *reg, n, variants, s, live);
+    Measure(c, *reg, n, variants, t.daemon ? t.daemon->pid() : 0, s, live);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
     if (t.daemon) std::fprintf(stderr, "crispd log tail:\n%s", t.daemon->LogTail().c_str());

@@ -565,6 +565,50 @@ TEST_F(ImageManagerTest, SurvivesRestartAndCleansLeftovers) {
   EXPECT_TRUE(m->List().empty());
 }
 
+TEST_F(ImageManagerTest, LayersNotSyncedBeforeARebootAreDropped) {
+  ImageOptions boot_a, boot_b;
+  boot_a.boot_id = "boot-a";
+  boot_b.boot_id = "boot-b";
+  {
+    auto m = NewManager(boot_a);
+    ASSERT_TRUE(m->Pull("reg.test/team/app:v1", {}).ok());
+  }  // a clean stop syncs: the layers survive a reboot
+  auto synced = ReadFile(dir_ + "/images/layers.synced");
+  ASSERT_TRUE(synced.ok());
+  EXPECT_NE(synced->find("boot-a"), std::string::npos);
+  {
+    auto m = NewManager(boot_b);
+    ASSERT_EQ(m->List().size(), 1u);
+    EXPECT_EQ(Names("layers").size(), 2u);
+  }
+  // The machine went down before the sync thread recorded boot-b's layers:
+  // a restart in the same boot keeps them (the page cache has them all), a
+  // new boot drops them and the image with them.
+  ASSERT_TRUE(RemoveAll(dir_ + "/images/layers").ok());
+  ASSERT_TRUE(WriteFileAtomic(dir_ + "/images/images.json", "{\"version\":1,\"images\":[]}").ok());
+  {
+    auto m = NewManager(boot_b);
+    ASSERT_TRUE(m->Pull("reg.test/team/app:v1", {}).ok());
+  }
+  ASSERT_TRUE(WriteFileAtomic(dir_ + "/images/layers.synced", "{\"boot_id\":\"boot-b\",\"seq\":0}").ok());
+  {
+    auto m = NewManager(boot_b);
+    EXPECT_EQ(m->List().size(), 1u);
+    EXPECT_EQ(Names("layers").size(), 2u);
+  }  // ... and syncs them at its stop
+  ASSERT_TRUE(WriteFileAtomic(dir_ + "/images/layers.synced", "{\"boot_id\":\"boot-b\",\"seq\":1}").ok());
+  {
+    ImageOptions boot_c;
+    boot_c.boot_id = "boot-c";
+    auto m = NewManager(boot_c);
+    EXPECT_TRUE(m->List().empty());
+    // #1 was synced, #2 was not; #1 alone is no image, so it goes too.
+    EXPECT_TRUE(Names("layers").empty());
+    ASSERT_TRUE(m->Pull("reg.test/team/app:v1", {}).ok());
+    EXPECT_EQ(Names("layers").size(), 2u);
+  }
+}
+
 TEST_F(ImageManagerTest, ListAndGetAreFastWithManyImages) {
   auto m = NewManager();
   for (int i = 0; i < 100; ++i) {

@@ -9,6 +9,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
@@ -378,9 +379,9 @@ TEST_F(UnpackTest, RootEntryAppliesToTheLayerRoot) {
 
 // ---- streams -----------------------------------------------------------------
 
-std::string ReadAll(ByteSource& s, size_t chunk = 4096) {
+std::string ReadAll(ByteSource& s, size_t chunk = 4096, size_t max = SIZE_MAX) {
   std::string out(chunk, '\0'), all;
-  while (true) {
+  while (all.size() < max) {
     auto n = s.Read(out.data(), out.size());
     if (!n.ok() || *n == 0) break;
     all.append(out.data(), *n);
@@ -416,6 +417,55 @@ TEST(StreamTest, CorruptOrTruncatedCompressionIsDataLoss) {
   StringSource src(g);
   DecompressingSource d(&src, nullptr);
   EXPECT_FALSE(d.Drain().ok());
+}
+
+// Hands out its data `step` bytes at a time, so that a decompressor's state
+// crosses every kind of boundary (header, block, trailer, next member).
+class TrickleSource : public ByteSource {
+ public:
+  TrickleSource(std::string data, size_t step) : data_(std::move(data)), step_(step) {}
+  absl::StatusOr<size_t> Read(char* buf, size_t n) override {
+    size_t k = std::min({n, step_, data_.size() - off_});
+    std::memcpy(buf, data_.data() + off_, k);
+    off_ += k;
+    return k;
+  }
+
+ private:
+  std::string data_;
+  size_t step_, off_ = 0;
+};
+
+TEST(StreamTest, GzipMembersPaddingAndSmallReads) {
+  std::string data;
+  for (int64_t i = 0; i < 30000; ++i) data += std::to_string(i * 104729) + (i % 7 ? " " : "\n");
+  const std::string two = Gzip(data.substr(0, 70000)) + Gzip(data.substr(70000));
+  for (const std::string& blob : {two, Gzip(data) + std::string(1024, '\0'), two + std::string(10, '\0')}) {
+    for (size_t step : {size_t{1}, size_t{7}, size_t{4096}, size_t{1} << 20}) {
+      TrickleSource src(blob, step);
+      Sha256 h;
+      DecompressingSource d(&src, &h);
+      std::string got = ReadAll(d, step == 1 ? 3 : 65536, data.size() + 10);
+      EXPECT_TRUE(got == data) << "blob " << blob.size() << " step " << step << " got " << got.size();
+      ASSERT_TRUE(d.Drain().ok());
+      EXPECT_EQ(h.Finish(), Sha256Digest(data));
+    }
+  }
+}
+
+TEST(StreamTest, GzipTrailerIsChecked) {
+  std::string data(200000, 'q');
+  for (size_t i = 0; i < data.size(); i += 3) data[i] = static_cast<char>('a' + i % 23);
+  const std::string g = Gzip(data);
+  std::string bad_crc = g, bad_len = g;
+  bad_crc[g.size() - 8] ^= 0x01;  // CRC32 of the member
+  bad_len[g.size() - 4] ^= 0x01;  // ISIZE of the member
+  for (const std::string& blob : {bad_crc, bad_len, g.substr(0, g.size() - 8), g.substr(0, g.size() - 1)}) {
+    TrickleSource src(blob, 1000);
+    DecompressingSource d(&src, nullptr);
+    absl::Status s = d.Drain();
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  }
 }
 
 TEST(StreamTest, BoundedPipe) {

@@ -412,6 +412,9 @@ void RunSuite(CriClient* c, const std::set<std::string>& comms, const testing::F
     Down(d, Up(d, "warm-up"));
     std::fprintf(stderr, "[%s] images\n", r.name.c_str());
     MeasureImages(c, reg, o.n, r);
+    // What the pulls and removals left to the background (deleting files,
+    // syncing layers: both runtimes have some) is not the next phase's cost.
+    absl::SleepFor(absl::Seconds(3));
     std::fprintf(stderr, "[%s] sandboxes\n", r.name.c_str());
     MeasureSandboxes(d, o.n, r);
     std::fprintf(stderr, "[%s] containers\n", r.name.c_str());

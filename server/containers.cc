@@ -170,7 +170,15 @@ void CriService::WatchShim(const std::shared_ptr<ContainerEntry>& entry) {
     if (after.state == cri::CONTAINER_EXITED) {
       Log()->info("container {} exited: code {} ({})", id, after.exit_code, after.reason);
       KillLeftovers(after);
-      if (auto st = SaveContainer(after); !st.ok()) Log()->warn("container {}: {}", id, st.ToString());
+      {
+        // Not while a RemoveContainer deletes the directory (it holds
+        // op_mu): a meta.json written into it then made that fail with
+        // ENOTEMPTY, or would bring a removed container's file back.
+        std::lock_guard<std::mutex> op(e->op_mu);
+        if (!e->removed) {
+          if (auto st = SaveContainer(*e->Snapshot()); !st.ok()) Log()->warn("container {}: {}", id, st.ToString());
+        }
+      }
       if (was_running) Emit(cri::CONTAINER_STOPPED_EVENT, id, after.sandbox_id);
     }
   });

@@ -28,6 +28,7 @@
 #include "common/ids.h"
 #include "common/reaper.h"
 #include "common/status.h"
+#include "test/testing/iptables.h"
 
 namespace crisp::e2e {
 
@@ -194,28 +195,6 @@ std::vector<std::string> EmbeddedNatRules(const std::string& bridge) {
 
 namespace {
 
-// Words of an `iptables -S` rule without the quotes -S puts around comments.
-std::vector<std::string> RuleWords(const std::string& rule) {
-  std::vector<std::string> out;
-  std::string cur;
-  bool quoted = false, have = false;
-  for (char ch : rule) {
-    if (ch == '"') {
-      quoted = !quoted;
-      have = true;
-    } else if (ch == ' ' && !quoted) {
-      if (have) out.push_back(cur);
-      cur.clear();
-      have = false;
-    } else {
-      cur += ch;
-      have = true;
-    }
-  }
-  if (have) out.push_back(cur);
-  return out;
-}
-
 // Removes the embedded network's nat rules and chains on `bridge` (what the
 // README's clean-up does); returns what could not be removed.
 std::vector<std::string> RemoveEmbeddedNat(const std::string& bridge) {
@@ -228,7 +207,7 @@ std::vector<std::string> RemoveEmbeddedNat(const std::string& bridge) {
     }
     if (!absl::StartsWith(l, "-A ")) continue;
     std::vector<std::string> argv = {"/usr/sbin/iptables", "-w", "-t", "nat", "-D"};
-    for (auto& w : RuleWords(l.substr(3))) argv.push_back(std::move(w));
+    for (auto& w : crisp::testing::IptablesRuleWords(l.substr(3))) argv.push_back(std::move(w));
     (void)RunCapture(argv);
   }
   for (const auto& c : chains) {

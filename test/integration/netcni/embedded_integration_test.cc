@@ -25,6 +25,7 @@
 #include "netcni/cni.h"
 #include "netcni/embedded.h"
 #include "netcni/netlink_util.h"
+#include "test/testing/iptables.h"
 
 namespace crisp::netcni {
 namespace {
@@ -72,29 +73,6 @@ std::vector<std::string> NatRules() {
   return out;
 }
 
-// Words of an `iptables -S` rule; -S double-quotes some arguments
-// (comments), which an argv must not.
-std::vector<std::string> SplitRule(const std::string& rule) {
-  std::vector<std::string> out;
-  std::string cur;
-  bool quoted = false, have = false;
-  for (char ch : rule) {
-    if (ch == '"') {
-      quoted = !quoted;
-      have = true;
-    } else if (ch == ' ' && !quoted) {
-      if (have) out.push_back(cur);
-      cur.clear();
-      have = false;
-    } else {
-      cur += ch;
-      have = true;
-    }
-  }
-  if (have) out.push_back(cur);
-  return out;
-}
-
 class EmbeddedIT : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -132,7 +110,7 @@ class EmbeddedIT : public ::testing::Test {
     for (const auto& l : NatRules()) {
       if (!absl::StartsWith(l, "-A ") || !absl::StrContains(l, kComment)) continue;
       std::vector<std::string> argv = {"/usr/sbin/iptables", "-w", "-t", "nat", "-D"};
-      for (auto& w : SplitRule(l.substr(3))) argv.push_back(std::move(w));
+      for (auto& w : crisp::testing::IptablesRuleWords(l.substr(3))) argv.push_back(std::move(w));
       CmdResult r = RunCmd(argv);
       EXPECT_EQ(r.exit_code, 0) << absl::StrJoin(argv, " ") << ": " << r.out;
     }

@@ -18,6 +18,7 @@
 #include "common/unique_fd.h"
 #include "gtest/gtest.h"
 #include "netcni/cni.h"
+#include "test/testing/iptables.h"
 
 namespace crisp::netcni {
 namespace {
@@ -78,29 +79,6 @@ std::set<std::string> CniNatChains() {
   return out;
 }
 
-// Words of an `iptables -S` rule; -S double-quotes arguments with spaces
-// (comments), which an argv must not.
-std::vector<std::string> SplitRule(const std::string& rule) {
-  std::vector<std::string> out;
-  std::string cur;
-  bool quoted = false, have = false;
-  for (char ch : rule) {
-    if (ch == '"') {
-      quoted = !quoted;
-      have = true;
-    } else if (ch == ' ' && !quoted) {
-      if (have) out.push_back(cur);
-      cur.clear();
-      have = false;
-    } else {
-      cur += ch;
-      have = true;
-    }
-  }
-  if (have) out.push_back(cur);
-  return out;
-}
-
 class NetcniIT : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -154,7 +132,7 @@ class NetcniIT : public ::testing::Test {
       for (const auto& c : created) {
         if (!absl::EndsWith(l, absl::StrCat("-j ", c))) continue;
         std::vector<std::string> argv = {"/usr/sbin/iptables", "-w", "-t", "nat", "-D"};
-        for (auto& w : SplitRule(l.substr(3))) argv.push_back(std::move(w));
+        for (auto& w : crisp::testing::IptablesRuleWords(l.substr(3))) argv.push_back(std::move(w));
         CmdResult r = RunCmd(argv);
         EXPECT_EQ(r.exit_code, 0) << absl::StrJoin(argv, " ") << ": " << r.out;
       }

@@ -24,7 +24,7 @@ namespace crisp::bench {
 namespace {
 
 constexpr char kLockPath[] = "/run/lock/crisp-e2e.lock";  // the e2e harness's
-constexpr char kRunDir[] = "/run/containerd";               // shim sockets: <kRunDir>/s/<hash>
+constexpr char kRunDir[] = "/run/containerd";  // shim sockets (s/<hash>), runc state (runc/k8s.io)
 
 std::string Toml(const ContainerdOptions& o, const std::string& dir) {
   const std::string cri = "plugins.\"io.containerd.grpc.v1.cri\"";
@@ -127,9 +127,8 @@ absl::Status Containerd::Stop() {
     dir_.clear();
   }
   if (PathExists("/sys/class/net/" + opts_.bridge)) (void)e2e::RunCapture({"/sbin/ip", "link", "del", opts_.bridge});
-  if (made_run_dir_) {
-    ::rmdir((std::string(kRunDir) + "/s").c_str());
-    ::rmdir(kRunDir);
+  if (made_run_dir_) {  // shim sockets and runc's state root, empty once every task is gone
+    for (const char* sub : {"/s", "/runc/k8s.io", "/runc", ""}) ::rmdir((std::string(kRunDir) + sub).c_str());
     made_run_dir_ = false;
   }
   if (lock_fd_ >= 0) ::close(lock_fd_);

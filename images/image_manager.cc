@@ -395,7 +395,10 @@ absl::Status ImageManager::Init() {
     Log()->info("removing {} unreferenced blobs and {} unreferenced layers", orphan_blobs.size(),
                 orphan_chains.size());
   CollectLocked(orphan_blobs, orphan_chains, &trash);
-  EmptyTrash(trash);
+  // At start, before any request: deleted here, so that the store is clean
+  // when Init returns.
+  for (const std::string& t : trash)
+    if (absl::Status s = RemoveAll(t); !s.ok()) Log()->warn("gc: removing {}: {}", t, s.ToString());
   persisted_ = data.ok() ? *data : "";
   if (dirty) RETURN_IF_ERROR(Persist(SerializeLocked()));
   {

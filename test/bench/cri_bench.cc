@@ -69,27 +69,13 @@ struct Results {
 // is one of `comms`. `count` gets how many there were.
 long RuntimePss(const std::set<std::string>& comms, int* count) {
   const pid_t self = ::getpid();
-  auto parent = [](const std::string& pid) -> pid_t {
-    auto stat = ReadFile("/proc/" + pid + "/stat");
-    if (!stat.ok()) return 0;
-    size_t p = stat->rfind(')');
-    if (p == std::string::npos) return 0;
-    std::vector<std::string> f = absl::StrSplit(stat->substr(p + 2), ' ');
-    return f.size() > 1 ? std::atoi(f[1].c_str()) : 0;
-  };
   long total = 0;
   *count = 0;
   for (const auto& p : ListDir("/proc").value_or(std::vector<std::string>{})) {
     if (p.find_first_not_of("0123456789") != std::string::npos) continue;
     auto comm = ReadFile("/proc/" + p + "/comm");
     if (!comm.ok() || !comms.count(std::string(absl::StripAsciiWhitespace(*comm)))) continue;
-    bool ours = false;
-    pid_t q = std::atoi(p.c_str());
-    for (int depth = 0; depth < 64 && q > 1 && !ours; ++depth) {
-      q = parent(std::to_string(q));
-      ours = q == self;
-    }
-    if (!ours) continue;
+    if (!e2e::DescendsFrom(std::atoi(p.c_str()), self)) continue;
     std::ifstream in("/proc/" + p + "/smaps_rollup");
     std::string key;
     long v;

@@ -104,6 +104,8 @@ std::set<std::string> PodLinks(const std::string& bridge) {
   return out;
 }
 
+}  // namespace
+
 pid_t ParentPid(const std::string& pid) {
   auto stat = ReadFile("/proc/" + pid + "/stat");
   if (!stat.ok()) return 0;
@@ -113,7 +115,13 @@ pid_t ParentPid(const std::string& pid) {
   return f.size() > 1 ? std::atoi(f[1].c_str()) : 0;
 }
 
-}  // namespace
+bool DescendsFrom(pid_t pid, pid_t ancestor) {
+  for (int depth = 0; depth < 64 && pid > 1; ++depth) {
+    pid = ParentPid(std::to_string(pid));
+    if (pid == ancestor) return true;
+  }
+  return false;
+}
 
 // Open fds of `pid`, not counting TCP sockets: those are libcurl's pooled
 // keep-alive connections to registries, which come and go with the pool.
@@ -241,12 +249,7 @@ std::set<std::string> DaemonProcesses(const Daemon& d) {
   const pid_t self = ::getpid();
   for (const auto& p : CrispProcesses()) {
     std::vector<std::string> f = absl::StrSplit(p, ' ');
-    bool ours = false;
-    pid_t q = std::atoi(f[1].c_str());
-    for (int depth = 0; depth < 64 && q > 1 && !ours; ++depth) {
-      ours = q == self;
-      q = ParentPid(std::to_string(q));
-    }
+    bool ours = DescendsFrom(std::atoi(f[1].c_str()), self);
     if (!ours)
       ours = absl::StrContains(ReadFile("/proc/" + f[1] + "/cgroup").value_or(""), d.cgroup_parent() + "/");
     if (!ours) ours = absl::StrContains(ReadFile("/proc/" + f[1] + "/cmdline").value_or(""), d.dir());

@@ -129,6 +129,11 @@ DaemonOptions EmbeddedDaemonOptions();
 // naming crisp-embedded:<bridge>, its host port chain or a pod's chain).
 std::vector<std::string> EmbeddedNatRules(const std::string& bridge);
 
+// The parent of process `pid` (from /proc/<pid>/stat); 0 if unknown.
+pid_t ParentPid(const std::string& pid);
+// True if `ancestor` is among `pid`'s ancestors (not `pid` itself).
+bool DescendsFrom(pid_t pid, pid_t ancestor);
+
 // Default conflist of the harness (bridge + host-local, portmap, loopback).
 std::string DefaultConflist(const std::string& ipam_data_dir, const std::string& bridge,
                             const std::string& subnet);

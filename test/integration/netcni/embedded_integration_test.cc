@@ -26,6 +26,7 @@
 #include "netcni/embedded.h"
 #include "netcni/netlink_util.h"
 #include "test/testing/iptables.h"
+#include "test/integration/netcni/netns_test_util.h"
 
 namespace crisp::netcni {
 namespace {
@@ -34,36 +35,10 @@ constexpr char kBridge[] = "crispemit0";
 constexpr char kSubnet[] = "10.98.0.0/24";
 constexpr char kComment[] = "crisp-embedded:crispemit0";
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string out;
-};
-
-// Through the reaper, which reaps every child (system() would lose the status).
-CmdResult RunCmd(const std::vector<std::string>& argv) {
-  CmdResult r;
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return r;
-  UniqueFd rd(p[0]), wr(p[1]);
-  auto pid = Reaper::Spawn({.argv = argv, .stdout_fd = wr.get(), .stderr_fd = wr.get()});
-  wr.reset();
-  if (!pid.ok()) return r;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(rd.get(), buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
-    if (n > 0) r.out.append(buf, static_cast<size_t>(n));
-  auto st = Reaper::Wait(*pid, absl::Seconds(30));
-  if (st.ok() && WIFEXITED(*st)) r.exit_code = WEXITSTATUS(*st);
-  return r;
-}
-
-std::string NetnsLink() {
-  char buf[64] = {};
-  ssize_t n = ::readlink("/proc/thread-self/ns/net", buf, sizeof buf - 1);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
-}
-
-bool LinkExists(const std::string& name) { return PathExists("/sys/class/net/" + name); }
+using testutil::CmdResult;
+using testutil::LinkExists;
+using testutil::NetnsLink;
+using testutil::RunCmd;
 
 std::vector<std::string> NatRules() {
   std::vector<std::string> out;

@@ -3,7 +3,10 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -141,6 +144,18 @@ void ImageManager::SyncLoop() {
   std::unique_lock<std::mutex> l(sync_mu_);
   while (true) {
     sync_cv_.wait(l, [&] { return sync_wanted_ || sync_stop_; });
+    // Wait for the commits to stop (a pull commits one layer after the
+    // other, and kubelet pulls images one after the other): a syncfs in the
+    // middle would write back files still being unpacked, competing with
+    // the pull for the CPU and the disk, and again at the next commit.
+    const auto first = std::chrono::steady_clock::now();
+    const auto latest = first + absl::ToChronoNanoseconds(opts_.sync_max_delay);
+    while (!sync_stop_) {
+      sync_wanted_ = false;
+      auto until = std::min(std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(opts_.sync_quiet), latest);
+      if (!sync_cv_.wait_until(l, until, [&] { return sync_wanted_ || sync_stop_; })) break;  // quiet
+      if (std::chrono::steady_clock::now() >= latest) break;
+    }
     uint64_t target;
     {
       std::lock_guard<std::mutex> c(commit_mu_);
@@ -511,6 +526,17 @@ void ImageManager::EmptyTrash(const std::vector<std::string>& trash) {
 }
 
 void ImageManager::TrashLoop() {
+  // Deleting a layer is garbage collection: it should take the CPU and the
+  // disk when pulls and containers do not need them (a big layer costs tens
+  // of milliseconds of kernel time to delete), so this thread runs at the
+  // lowest nice and best-effort I/O priority. Not SCHED_IDLE: on a busy node
+  // the disk space must still come back.
+  pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  if (::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 19) != 0)
+    Log()->debug("gc thread: setpriority: {}", std::strerror(errno));
+  constexpr int kIoprioWhoProcess = 1, kIoprioClassBe = 2, kIoprioClassShift = 13;
+  if (::syscall(SYS_ioprio_set, kIoprioWhoProcess, tid, (kIoprioClassBe << kIoprioClassShift) | 7) != 0)
+    Log()->debug("gc thread: ioprio_set: {}", std::strerror(errno));
   std::unique_lock<std::mutex> l(trash_mu_);
   for (;;) {
     trash_cv_.wait(l, [&] { return trash_stop_ || !trash_.empty(); });

@@ -19,8 +19,10 @@
 // too): ~35-50 ms of a ~150 ms pull on the reference VM. containerd
 // (before 2.0's opt-in sync_fs) does not sync unpacked files at all, which
 // after a power loss leaves committed layers with empty files forever
-// (containerd#5854, #9115). Here a background thread runs syncfs soon after
-// each commit and then records in layers.synced how far it got. Until the
+// (containerd#5854, #9115). Here a background thread runs syncfs once a
+// burst of commits is over (ImageOptions::sync_quiet, at most
+// sync_max_delay after the first) and then records in layers.synced how far
+// it got. Until the
 // machine reboots the page cache serves every file whether or not it is on
 // disk, so a layer committed in the running boot is complete; at Init a
 // layer committed in an earlier boot and not covered by layers.synced may
@@ -71,6 +73,12 @@ struct ImageOptions {
   // The identity of this boot of the machine; empty: read
   // /proc/sys/kernel/random/boot_id. Tests set it to simulate reboots.
   std::string boot_id;
+  // Background durability (see the top of this file): the syncfs runs once
+  // commits have stopped for `sync_quiet`, and at the latest `sync_max_delay`
+  // after the first commit it covers. One sync then serves a whole pull (or
+  // a burst of pulls) instead of writing back layers still being unpacked.
+  absl::Duration sync_quiet = absl::Seconds(1);
+  absl::Duration sync_max_delay = absl::Seconds(10);
 };
 
 struct Image {

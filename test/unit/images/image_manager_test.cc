@@ -9,6 +9,7 @@
 
 #include "common/file_util.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "test/testing/temp_dir.h"
 #include "test/unit/images/fake_registry.h"
 #include "test/unit/images/test_images.h"
@@ -606,6 +607,52 @@ TEST_F(ImageManagerTest, LayersNotSyncedBeforeARebootAreDropped) {
     EXPECT_TRUE(Names("layers").empty());
     ASSERT_TRUE(m->Pull("reg.test/team/app:v1", {}).ok());
     EXPECT_EQ(Names("layers").size(), 2u);
+  }
+}
+
+// The seq recorded in layers.synced, or -1 while there is none.
+int64_t SyncedSeq(const std::string& dir) {
+  auto data = ReadFile(dir + "/images/layers.synced");
+  if (!data.ok()) return -1;
+  auto j = nlohmann::json::parse(*data, nullptr, false);
+  return j.is_object() && j.contains("seq") ? j["seq"].get<int64_t>() : -1;
+}
+
+bool WaitForSyncedSeq(const std::string& dir, int64_t seq) {
+  for (absl::Time end = absl::Now() + absl::Seconds(20); absl::Now() < end; absl::SleepFor(absl::Milliseconds(10)))
+    if (SyncedSeq(dir) >= seq) return true;
+  return false;
+}
+
+TEST_F(ImageManagerTest, LayersBecomeDurableOnceCommitsStop) {
+  ImageOptions waits;  // a sync only after an hour without commits, or an hour after the first
+  waits.sync_quiet = absl::Hours(1);
+  waits.sync_max_delay = absl::Hours(1);
+  {
+    auto m = NewManager(waits);
+    ASSERT_TRUE(m->Pull("reg.test/team/app:v1", {}).ok());
+    absl::SleepFor(absl::Milliseconds(300));
+    EXPECT_EQ(SyncedSeq(dir_), -1) << "synced while commits could still follow";
+  }  // a clean stop does not wait
+  EXPECT_EQ(SyncedSeq(dir_), 2);
+
+  ImageOptions quiet;  // the burst is over 50 ms after the last commit
+  quiet.sync_quiet = absl::Milliseconds(50);
+  {
+    auto m = NewManager(quiet);
+    reg_.Push("team/app", "v2", MakeImage({base_, MakeLayer({File("v2", "2")})}));
+    ASSERT_TRUE(m->Pull("reg.test/team/app:v2", {}).ok());
+    EXPECT_TRUE(WaitForSyncedSeq(dir_, 3)) << SyncedSeq(dir_);
+  }
+
+  ImageOptions capped;  // never quiet long enough, but capped at 50 ms
+  capped.sync_quiet = absl::Hours(1);
+  capped.sync_max_delay = absl::Milliseconds(50);
+  {
+    auto m = NewManager(capped);
+    reg_.Push("team/app", "v3", MakeImage({base_, MakeLayer({File("v3", "3")})}));
+    ASSERT_TRUE(m->Pull("reg.test/team/app:v3", {}).ok());
+    EXPECT_TRUE(WaitForSyncedSeq(dir_, 4)) << SyncedSeq(dir_);
   }
 }
 

@@ -586,7 +586,7 @@ int Main(int argc, char** argv) {
     Target t;
     if (!t.Open("", d)) return t.Close(1);
     crisp.where = t.where + (embedded ? " (embedded network: libnl bridge + veth, masquerade, host ports)"
-                                      : " (bridge + host-local, portmap, loopback CNI)");
+                                      : " (bridge + host-local, portmap CNI; lo by crisp)");
     RunSuite(t.client, {"crispd", "crisp-shim", "crisp-pause"}, *reg, o, crisp);
     if (!crisp.error.empty()) std::fprintf(stderr, "crispd log tail:\n%s", t.daemon->LogTail().c_str());
     rc = t.Close(crisp.error.empty() ? 0 : 1);

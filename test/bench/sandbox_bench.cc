@@ -149,7 +149,7 @@ int Main(int argc, char** argv) {
   if (!t.Open(endpoint, o)) return t.Close(1);
   CriClient* c = t.client;
   std::string where =
-      t.daemon ? t.where + (network == "embedded" ? " (embedded network)" : " (bridge+portmap+loopback CNI)")
+      t.daemon ? t.where + (network == "embedded" ? " (embedded network)" : " (bridge+portmap CNI; lo by crisp)")
                : t.where;
   const cri::VersionResponse& v = t.version;
 

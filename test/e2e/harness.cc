@@ -176,8 +176,7 @@ std::string DefaultConflist(const std::string& ipam_data_dir, const std::string&
                            {"dataDir", ipam_data_dir},
                            {"ranges", {{{{"subnet", subnet}}}}},
                            {"routes", {{{"dst", "0.0.0.0/0"}}}}}}},
-                        {{"type", "portmap"}, {"capabilities", {{"portMappings", true}}}},
-                        {{"type", "loopback"}}}}};
+                        {{"type", "portmap"}, {"capabilities", {{"portMappings", true}}}}}}};
   return j.dump(2);
 }
 

@@ -49,7 +49,7 @@ std::string Fetch(const std::string& host, int port, int secs = 5) {
 }
 
 // Every test runs once per pod network backend: CNI plugins (bridge,
-// host-local, portmap, loopback) and the embedded network.
+// host-local, portmap; lo brought up by crisp) and the embedded network.
 class NetworkTest : public ContainerTest, public ::testing::WithParamInterface<std::string> {
  protected:
   // The suite starts in SetUp, which knows the backend; each instantiation

@@ -60,7 +60,7 @@ class SandboxTest : public E2eTest {
 };
 
 // The pod network tests, once per backend: CNI plugins (bridge, host-local,
-// portmap, loopback on crispe2e0) and the embedded network (crispemb0).
+// portmap on crispe2e0; lo by crisp) and the embedded network (crispemb0).
 class SandboxNetTest : public SandboxTest, public ::testing::WithParamInterface<std::string> {
  protected:
   // The daemon starts in SetUp, which knows the backend; each instantiation

@@ -1,7 +1,5 @@
 #include "images/unpack.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -25,12 +23,12 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "common/unique_fd.h"
+#include "images/tar_reader.h"
 
 namespace crisp::images {
 namespace {
 
 std::atomic<bool> g_no_openat2{false};
-constexpr size_t kReadBuf = 1 << 20;
 
 int OpenAt2(int dirfd, const char* path, uint64_t flags, uint64_t resolve) {
   struct open_how how;
@@ -78,58 +76,21 @@ absl::Status RemoveAt(int dirfd, const std::string& name, int depth = 0) {
   return absl::OkStatus();
 }
 
-struct ReadCtx {
-  ByteSource* src;
-  std::unique_ptr<char[]> buf;  // not zeroed: only what is read is touched
-  size_t size;
-  absl::Status err;
-};
-
-la_ssize_t ReadCallback(struct archive* a, void* user, const void** out) {
-  auto* c = static_cast<ReadCtx*>(user);
-  auto n = c->src->Read(c->buf.get(), c->size);
-  if (!n.ok()) {
-    c->err = n.status();
-    archive_set_error(a, EIO, "%s", "layer stream failed");
-    return -1;
-  }
-  *out = c->buf.get();
-  return static_cast<la_ssize_t>(*n);
-}
-
 class Extractor {
  public:
   Extractor(int rootfd, const ExtractOptions& opts)
       : rootfd_(rootfd), opts_(opts), euid_(::geteuid()), egid_(::getegid()), umask_(ReadUmask()) {}
 
   absl::StatusOr<ExtractStats> Run(ByteSource& src) {
-    struct archive* a = archive_read_new();
-    archive_read_support_format_tar(a);
-    ReadCtx ctx{&src, std::unique_ptr<char[]>(new char[kReadBuf]), kReadBuf, absl::OkStatus()};
-    absl::Status result;
-    if (archive_read_open(a, &ctx, nullptr, &ReadCallback, nullptr) != ARCHIVE_OK) {
-      result = ArchiveError(a, ctx, "opening layer tar");
-    } else {
-      while (true) {
-        struct archive_entry* e = nullptr;
-        int r = archive_read_next_header(a, &e);
-        if (r == ARCHIVE_EOF) break;
-        if (r == ARCHIVE_RETRY) continue;
-        if (r < ARCHIVE_WARN || e == nullptr) {
-          result = ArchiveError(a, ctx, "reading layer tar");
-          break;
-        }
-        stats_.entries++;
-        absl::Status s = Entry(a, e, ctx);
-        if (!s.ok()) {
-          result = s;
-          break;
-        }
-      }
+    TarReader tar(src);
+    while (true) {
+      absl::StatusOr<const TarHeader*> e = tar.Next();
+      if (!e.ok()) return TarError(tar, e.status(), "reading layer tar");
+      if (*e == nullptr) break;
+      stats_.entries++;
+      RETURN_IF_ERROR(Entry(tar, **e));
     }
-    archive_read_free(a);
-    if (result.ok()) result = ApplyDirTimes();
-    if (!result.ok()) return result;
+    RETURN_IF_ERROR(ApplyDirTimes());
     return stats_;
   }
 
@@ -139,21 +100,20 @@ class Extractor {
     struct timespec ts[2];
   };
 
-  absl::Status ArchiveError(struct archive* a, const ReadCtx& ctx, absl::string_view what) {
-    if (!ctx.err.ok()) return ctx.err;  // the stream's own failure explains it best
-    const char* msg = archive_error_string(a);
-    return absl::InvalidArgumentError(absl::StrCat(what, ": ", msg != nullptr ? msg : "malformed archive"));
+  // The reader's verdict on the archive gets `what` in front; the stream's
+  // own failure explains itself best and passes unchanged.
+  static absl::Status TarError(const TarReader& tar, const absl::Status& s, absl::string_view what) {
+    if (tar.source_failed()) return s;
+    return Annotate(s, what);
   }
 
   // Lexical clean: drops "", "." and leading '/', clamps ".." at the root.
-  absl::StatusOr<std::vector<std::string>> Clean(const char* name) {
-    if (name == nullptr) return absl::InvalidArgumentError("entry without a name");
-    size_t len = std::strlen(name);
-    if (len > opts_.max_name_bytes)
+  absl::StatusOr<std::vector<std::string>> Clean(const std::string& name) {
+    if (name.size() > opts_.max_name_bytes)
       return absl::InvalidArgumentError(
           absl::StrCat("entry name longer than ", opts_.max_name_bytes, " bytes"));
     std::vector<std::string> out;
-    for (absl::string_view c : absl::StrSplit(absl::string_view(name, len), '/')) {
+    for (absl::string_view c : absl::StrSplit(name, '/')) {
       if (c.empty() || c == ".") continue;
       if (c == "..") {
         if (!out.empty()) out.pop_back();
@@ -251,9 +211,9 @@ class Extractor {
     }
   }
 
-  absl::Status Owner(int fd, const char* name, int flags, struct archive_entry* e) {
+  absl::Status Owner(int fd, const char* name, int flags, const TarHeader& e) {
     if (!opts_.preserve_owner) return absl::OkStatus();
-    int64_t uid = archive_entry_uid(e), gid = archive_entry_gid(e);
+    int64_t uid = e.uid, gid = e.gid;
     if (uid < 0 || gid < 0 || uid > 0xfffffffe || gid > 0xfffffffe)
       return absl::InvalidArgumentError(absl::StrCat("uid/gid out of range: ", uid, "/", gid));
     int rc = name == nullptr ? ::fchown(fd, static_cast<uid_t>(uid), static_cast<gid_t>(gid))
@@ -262,31 +222,20 @@ class Extractor {
     return absl::OkStatus();
   }
 
-  static void Times(struct archive_entry* e, struct timespec ts[2]) {
-    ts[1].tv_sec = archive_entry_mtime(e);
-    ts[1].tv_nsec = archive_entry_mtime_nsec(e);
-    if (archive_entry_atime_is_set(e)) {
-      ts[0].tv_sec = archive_entry_atime(e);
-      ts[0].tv_nsec = archive_entry_atime_nsec(e);
-    } else {
-      ts[0] = ts[1];
-    }
+  static void Times(const TarHeader& e, struct timespec ts[2]) {
+    ts[1] = e.mtime;
+    ts[0] = e.has_atime ? e.atime : e.mtime;
   }
 
-  absl::Status Xattrs(int fd, struct archive_entry* e) {
-    if (archive_entry_xattr_reset(e) == 0) return absl::OkStatus();
-    const char* name;
-    const void* value;
-    size_t size;
-    while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
-      if (name == nullptr) continue;
+  absl::Status Xattrs(int fd, const TarHeader& e) {
+    for (const TarXattr& x : e.xattrs) {
       // A layer must not be able to set overlayfs' own attributes
       // (opaque, redirect, metacopy): those would change what overlayfs
       // shows from other layers. Opaque dirs come from .wh..wh..opq only.
-      if (absl::StartsWith(name, "trusted.overlay.")) continue;
-      if (::fsetxattr(fd, name, value, size, 0) != 0) {
+      if (absl::StartsWith(x.name, "trusted.overlay.")) continue;
+      if (::fsetxattr(fd, x.name.c_str(), x.value.data(), x.value.size(), 0) != 0) {
         if (errno == ENOTSUP || errno == EOPNOTSUPP) continue;
-        return ErrnoStatus(errno, absl::StrCat("setting xattr ", name));
+        return ErrnoStatus(errno, absl::StrCat("setting xattr ", x.name));
       }
     }
     return absl::OkStatus();
@@ -298,9 +247,9 @@ class Extractor {
 
   // A new entry gets our uid and gid (or its setgid parent's): chown only
   // when the archive wants something else.
-  bool NeedChown(struct archive_entry* e) const {
-    return opts_.preserve_owner && (archive_entry_uid(e) != static_cast<int64_t>(euid_) ||
-                                    archive_entry_gid(e) != static_cast<int64_t>(egid_) || cached_setgid_);
+  bool NeedChown(const TarHeader& e) const {
+    return opts_.preserve_owner &&
+           (e.uid != static_cast<int64_t>(euid_) || e.gid != static_cast<int64_t>(egid_) || cached_setgid_);
   }
   // Entries are created with perm & 0777, which the umask may cut and which
   // lacks the setuid/setgid/sticky bits: chmod only then.
@@ -328,19 +277,14 @@ class Extractor {
     return absl::OkStatus();
   }
 
-  absl::Status Entry(struct archive* a, struct archive_entry* e, ReadCtx& ctx) {
-    const char* raw = archive_entry_pathname(e);
-    if (raw == nullptr) raw = archive_entry_pathname_utf8(e);
-    std::string display = raw != nullptr ? std::string(raw).substr(0, 256) : "<unnamed>";
-    absl::Status s = EntryImpl(a, e, raw, ctx);
-    return Annotate(s, absl::StrCat("layer entry \"", display, "\""));
+  absl::Status Entry(TarReader& tar, const TarHeader& e) {
+    absl::Status s = EntryImpl(tar, e);
+    return Annotate(s, absl::StrCat("layer entry \"", absl::string_view(e.path).substr(0, 256), "\""));
   }
 
-  absl::Status EntryImpl(struct archive* a, struct archive_entry* e, const char* raw, ReadCtx& ctx) {
-    ASSIGN_OR_RETURN(std::vector<std::string> comps, Clean(raw));
-    const char* hardlink = archive_entry_hardlink(e);
-    mode_t type = archive_entry_filetype(e);
-    if (comps.empty()) return RootEntry(e, type, hardlink);
+  absl::Status EntryImpl(TarReader& tar, const TarHeader& e) {
+    ASSIGN_OR_RETURN(std::vector<std::string> comps, Clean(e.path));
+    if (comps.empty()) return RootEntry(e);
 
     Whiteout wh = ClassifyWhiteout(comps.back());
     if (wh.kind != WhiteoutKind::kNone) return WhiteoutEntry(comps, wh, e);
@@ -348,10 +292,10 @@ class Extractor {
     InvalidateUnder(comps);
     ASSIGN_OR_RETURN(int pfd, Parent(comps));
     const char* leaf = comps.back().c_str();
-    mode_t perm = archive_entry_perm(e) & 07777;
+    mode_t perm = e.mode & 07777;
 
-    if (hardlink != nullptr) {
-      ASSIGN_OR_RETURN(std::vector<std::string> tcomps, Clean(hardlink));
+    if (e.type == TarType::kHardlink) {
+      ASSIGN_OR_RETURN(std::vector<std::string> tcomps, Clean(e.link));
       if (tcomps.empty()) return absl::InvalidArgumentError("hardlink to the layer root");
       if (tcomps == comps) return absl::OkStatus();  // a link to itself: nothing to do
       ASSIGN_OR_RETURN(UniqueFd tparent, OpenDir(tcomps, tcomps.size() - 1, false));
@@ -367,8 +311,8 @@ class Extractor {
 
     struct timespec ts[2];
     Times(e, ts);
-    switch (type) {
-      case AE_IFDIR: {
+    switch (e.type) {
+      case TarType::kDirectory: {
         bool created = ::mkdirat(pfd, leaf, perm & 0777) == 0;
         if (!created) {
           if (errno != EEXIST) return ErrnoStatus(errno, "mkdir");
@@ -388,7 +332,7 @@ class Extractor {
         // creation did not already give it.
         bool chown = created ? NeedChown(e) : opts_.preserve_owner;
         bool chmod = created ? NeedChmod(perm) : true;
-        bool xattrs = archive_entry_xattr_count(e) > 0;
+        bool xattrs = !e.xattrs.empty();
         if (chown || chmod || xattrs) {
           UniqueFd fd(::openat(pfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
           if (!fd) return ErrnoStatus(errno, "opening directory");
@@ -400,7 +344,7 @@ class Extractor {
         dir_times_.push_back(std::move(dt));
         return absl::OkStatus();
       }
-      case AE_IFREG: {
+      case TarType::kRegular: {
         int raw = -1;
         RETURN_IF_ERROR(CreateFresh(
             pfd, leaf,
@@ -411,8 +355,8 @@ class Extractor {
             "creating file"));
         UniqueFd fd(raw);
         stats_.inodes++;
-        int64_t size = archive_entry_size(e);
-        if (size > 0 || archive_entry_size_is_set(e) == 0) RETURN_IF_ERROR(WriteData(a, fd.get(), size, ctx));
+        int64_t size = e.size;
+        if (size > 0) RETURN_IF_ERROR(WriteData(tar, fd.get(), size));
         // chown before chmod: chown clears setuid/setgid.
         if (NeedChown(e)) RETURN_IF_ERROR(Owner(fd.get(), nullptr, 0, e));
         if (NeedChmod(perm) && ::fchmod(fd.get(), perm) != 0) return ErrnoStatus(errno, "chmod");
@@ -423,12 +367,10 @@ class Extractor {
         CountDisk(usize);
         return absl::OkStatus();
       }
-      case AE_IFLNK: {
-        const char* target = archive_entry_symlink(e);
-        if (target == nullptr) target = archive_entry_symlink_utf8(e);
-        if (target == nullptr || *target == '\0')
-          return absl::InvalidArgumentError("symlink without a target");
-        if (std::strlen(target) > opts_.max_name_bytes)
+      case TarType::kSymlink: {
+        const char* target = e.link.c_str();
+        if (e.link.empty()) return absl::InvalidArgumentError("symlink without a target");
+        if (e.link.size() > opts_.max_name_bytes)
           return absl::InvalidArgumentError("symlink target too long");
         RETURN_IF_ERROR(CreateFresh(
             pfd, leaf, [&] { return ::symlinkat(target, pfd, leaf); }, "symlink"));
@@ -437,10 +379,12 @@ class Extractor {
         if (::utimensat(pfd, leaf, ts, AT_SYMLINK_NOFOLLOW) != 0) return ErrnoStatus(errno, "setting times");
         return absl::OkStatus();
       }
-      case AE_IFCHR:
-      case AE_IFBLK:
-      case AE_IFIFO: {
-        dev_t dev = type == AE_IFIFO ? 0 : makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
+      case TarType::kCharDevice:
+      case TarType::kBlockDevice:
+      case TarType::kFifo: {
+        mode_t type = e.type == TarType::kFifo ? S_IFIFO : e.type == TarType::kCharDevice ? S_IFCHR : S_IFBLK;
+        // The reader keeps device numbers within 32 bits.
+        dev_t dev = makedev(static_cast<unsigned>(e.dev_major), static_cast<unsigned>(e.dev_minor));
         RETURN_IF_ERROR(CreateFresh(
             pfd, leaf, [&] { return ::mknodat(pfd, leaf, type | (perm & 0777), dev); }, "mknod"));
         stats_.inodes++;
@@ -451,23 +395,23 @@ class Extractor {
         if (::utimensat(pfd, leaf, ts, AT_SYMLINK_NOFOLLOW) != 0) return ErrnoStatus(errno, "setting times");
         return absl::OkStatus();
       }
-      case AE_IFSOCK:
-        return absl::OkStatus();  // sockets cannot be restored from an archive; tar skips them too
-      default:
-        return absl::InvalidArgumentError(absl::StrCat("unsupported entry type ", type));
+      case TarType::kHardlink:
+        break;  // handled above
     }
+    return absl::InvalidArgumentError(absl::StrCat("unsupported entry type ", static_cast<int>(e.type)));
   }
 
-  absl::Status WriteData(struct archive* a, int fd, int64_t size, ReadCtx& ctx) {
+  // Writes the entry's data straight from the reader's buffer to where it
+  // belongs in the file; a sparse file's holes are never written.
+  absl::Status WriteData(TarReader& tar, int fd, int64_t size) {
     int64_t end = 0;
     while (true) {
-      const void* buf;
-      size_t len;
-      la_int64_t off;
-      int r = archive_read_data_block(a, &buf, &len, &off);
-      if (r == ARCHIVE_EOF) break;
-      if (r < ARCHIVE_WARN) return ArchiveError(a, ctx, "reading file data");
-      const char* p = static_cast<const char*>(buf);
+      absl::StatusOr<TarChunk> chunk = tar.Read();
+      if (!chunk.ok()) return TarError(tar, chunk.status(), "reading file data");
+      if (chunk->data.empty()) break;
+      const char* p = chunk->data.data();
+      size_t len = chunk->data.size();
+      off_t off = chunk->offset;
       while (len > 0) {
         ssize_t n = ::pwrite(fd, p, len, off);
         if (n < 0) {
@@ -485,13 +429,13 @@ class Extractor {
     return absl::OkStatus();
   }
 
-  absl::Status RootEntry(struct archive_entry* e, mode_t type, const char* hardlink) {
+  absl::Status RootEntry(const TarHeader& e) {
     // "./" describes the layer root itself: keep its owner and mode, which
     // become those of "/" in the container. Anything else cannot replace it.
-    if (type != AE_IFDIR || hardlink != nullptr)
+    if (e.type != TarType::kDirectory)
       return absl::InvalidArgumentError("entry would replace the layer root");
     RETURN_IF_ERROR(Owner(rootfd_, nullptr, 0, e));
-    if (::fchmod(rootfd_, archive_entry_perm(e) & 07777) != 0) return ErrnoStatus(errno, "chmod");
+    if (::fchmod(rootfd_, e.mode & 07777) != 0) return ErrnoStatus(errno, "chmod");
     RETURN_IF_ERROR(Xattrs(rootfd_, e));
     DirTime dt{{}, {}};
     Times(e, dt.ts);
@@ -499,8 +443,7 @@ class Extractor {
     return absl::OkStatus();
   }
 
-  absl::Status WhiteoutEntry(const std::vector<std::string>& comps, const Whiteout& wh,
-                             struct archive_entry* e) {
+  absl::Status WhiteoutEntry(const std::vector<std::string>& comps, const Whiteout& wh, const TarHeader& e) {
     if (wh.kind == WhiteoutKind::kMeta) return absl::OkStatus();
     ASSIGN_OR_RETURN(int pfd, Parent(comps));
     if (wh.kind == WhiteoutKind::kOpaque) {

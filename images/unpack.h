@@ -36,11 +36,12 @@ struct ExtractStats {
   uint64_t inodes = 0;         // inodes created (hardlinks not counted)
 };
 
-// Extracts the tar stream `src` (already decompressed) into the existing
-// directory `dir`, preserving modes (incl. setuid/setgid/sticky), owners,
-// mtimes, xattrs (except trusted.overlay.*, which would let a layer steer
-// overlayfs), hardlinks, symlinks, device nodes and fifos. `.wh.<name>`
-// becomes a 0/0 character device <name>, `.wh..wh..opq` sets
+// Extracts the tar stream `src` (already decompressed; any format
+// TarReader reads, images/tar_reader.h) into the existing directory `dir`,
+// preserving modes (incl. setuid/setgid/sticky), owners, mtimes, xattrs
+// (except trusted.overlay.*, which would let a layer steer overlayfs),
+// hardlinks, symlinks, device nodes, fifos and the holes of sparse files.
+// `.wh.<name>` becomes a 0/0 character device <name>, `.wh..wh..opq` sets
 // trusted.overlay.opaque=y on its directory, other `.wh..wh.*` entries are
 // skipped. On error the directory is left half-populated: the caller
 // extracts into a scratch directory and removes it. INVALID_ARGUMENT for a

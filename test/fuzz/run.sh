@@ -11,10 +11,10 @@ command -v clang++ >/dev/null || { echo "run.sh: clang is not installed (apt-get
 
 cmake -S "$HERE" -B "$BUILD" -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DCRISP_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-ninja -C "$BUILD" tar_fuzzer manifest_fuzzer
+ninja -C "$BUILD" tar_fuzzer tar_reader_fuzzer manifest_fuzzer
 
 CORPUS=$BUILD/fuzz-corpus
-mkdir -p "$CORPUS/tar" "$CORPUS/manifest"
+mkdir -p "$CORPUS/tar" "$CORPUS/tar_reader" "$CORPUS/manifest"
 seed=$(mktemp -d)
 trap 'rm -rf "$seed"' EXIT
 mkdir -p "$seed/d/sub" "$seed/d/opq"
@@ -47,5 +47,19 @@ printf 'Bearer realm="https://auth.docker.io/token",service="registry.docker.io"
 printf '{"token":"t","access_token":"a","expires_in":300,"refresh_token":"r"}' > "$CORPUS/manifest/token"
 
 "$BUILD/test/fuzz/tar_fuzzer" -max_total_time="$SECS" -max_len=65536 -timeout=20 -print_final_stats=1 "$CORPUS/tar"
+# The reader fuzzer's first byte picks buffer/piece/chunk sizes; then a tar.
+for f in pax gnu ustar; do
+  for k in 00 15 2a ff; do
+    { printf "\\x$k"; cat "$CORPUS/tar/$f.tar"; } > "$CORPUS/tar_reader/$f-$k"
+  done
+done
+truncate -s 1M "$seed/d/sparse" && printf 'x' | dd of="$seed/d/sparse" bs=1 seek=300000 conv=notrunc 2>/dev/null
+for v in 0.0 0.1 1.0; do
+  { printf '\x00'; tar --format=pax --sparse --sparse-version=$v -C "$seed/d" -cf - sparse; } > "$CORPUS/tar_reader/sparse-$v"
+done
+{ printf '\x00'; tar --format=gnu --sparse -C "$seed/d" -cf - sparse; } > "$CORPUS/tar_reader/sparse-gnu"
+
+"$BUILD/test/fuzz/tar_reader_fuzzer" -max_total_time="$SECS" -max_len=65536 -timeout=20 -print_final_stats=1 \
+  "$CORPUS/tar_reader"
 "$BUILD/test/fuzz/manifest_fuzzer" -max_total_time="$SECS" -max_len=8192 -timeout=20 -print_final_stats=1 \
   "$CORPUS/manifest"

@@ -1,12 +1,8 @@
 #pragma once
-// Test helpers: tar archives written with libarchive (including hostile
-// ones), gzip/zstd compression, and whole images (layers, config,
-// manifest) as a registry would serve them.
-#include <archive.h>
-#include <archive_entry.h>
+// Test helpers: tar archives (test_support.h's writer), gzip/zstd
+// compression, and whole images (layers, config, manifest) as a registry
+// would serve them.
 #include <sys/stat.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include <cstring>
 #include <functional>
@@ -16,14 +12,15 @@
 #include "images/digest.h"
 #include "images/manifest.h"
 #include "nlohmann/json.hpp"
+#include "test/unit/images/test_support.h"
 
 namespace crisp::images::testing {
 
-// One tar entry. `type` is an AE_IF* constant; `link` is the symlink
+// One tar entry. `type` is an S_IF* constant; `link` is the symlink
 // target or, with `hardlink`, the hardlink target.
 struct TarEntry {
   std::string name;
-  mode_t type = AE_IFREG;
+  mode_t type = S_IFREG;
   mode_t perm = 0644;
   std::string data;
   std::string link;
@@ -46,14 +43,14 @@ inline TarEntry File(std::string name, std::string data, mode_t perm = 0644) {
 inline TarEntry Dir(std::string name, mode_t perm = 0755) {
   TarEntry e;
   e.name = std::move(name);
-  e.type = AE_IFDIR;
+  e.type = S_IFDIR;
   e.perm = perm;
   return e;
 }
 inline TarEntry Symlink(std::string name, std::string target) {
   TarEntry e;
   e.name = std::move(name);
-  e.type = AE_IFLNK;
+  e.type = S_IFLNK;
   e.perm = 0777;
   e.link = std::move(target);
   return e;
@@ -66,98 +63,50 @@ inline TarEntry Hardlink(std::string name, std::string target) {
   return e;
 }
 
-// A PAX tar of `entries`, in order.
+// A PAX tar of `entries`, in order (test_support.h's writer).
 inline std::string MakeTar(const std::vector<TarEntry>& entries) {
-  std::string out;
-  struct archive* a = archive_write_new();
-  archive_write_set_format_pax_restricted(a);
-  archive_write_set_bytes_in_last_block(a, 1);
-  archive_write_open(
-      a, &out, nullptr,
-      [](struct archive*, void* user, const void* buf, size_t n) -> la_ssize_t {
-        static_cast<std::string*>(user)->append(static_cast<const char*>(buf), n);
-        return static_cast<la_ssize_t>(n);
-      },
-      nullptr);
+  std::vector<tartest::TarEntry> out;
   for (const TarEntry& t : entries) {
-    struct archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, t.name.c_str());
-    archive_entry_set_uid(e, t.uid);
-    archive_entry_set_gid(e, t.gid);
-    archive_entry_set_mtime(e, t.mtime, 0);
-    if (t.hardlink) {
-      archive_entry_set_filetype(e, AE_IFREG);
-      archive_entry_set_perm(e, t.perm);
-      archive_entry_set_hardlink(e, t.link.c_str());
-      archive_entry_set_size(e, 0);
-    } else {
-      archive_entry_set_filetype(e, t.type);
-      archive_entry_set_perm(e, t.perm);
-      if (t.type == AE_IFLNK) archive_entry_set_symlink(e, t.link.c_str());
-      if (t.type == AE_IFCHR || t.type == AE_IFBLK) {
-        archive_entry_set_rdevmajor(e, t.rdev_major);
-        archive_entry_set_rdevminor(e, t.rdev_minor);
-      }
-      archive_entry_set_size(e, t.type == AE_IFREG ? static_cast<la_int64_t>(t.data.size()) : 0);
+    tartest::TarEntry e;
+    e.path = t.name;
+    e.data = t.data;
+    e.target = t.link;
+    e.mode = static_cast<int>(t.perm);
+    e.uid = t.uid;
+    e.gid = t.gid;
+    e.mtime = t.mtime;
+    e.dev_major = t.rdev_major;
+    e.dev_minor = t.rdev_minor;
+    e.xattrs.insert(t.xattrs.begin(), t.xattrs.end());
+    e.pax.insert(t.pax.begin(), t.pax.end());
+    switch (t.type) {
+      case S_IFDIR:
+        e.type = 'd';
+        break;
+      case S_IFLNK:
+        e.type = 'l';
+        break;
+      case S_IFCHR:
+        e.type = 'c';
+        break;
+      case S_IFBLK:
+        e.type = 'b';
+        break;
+      case S_IFIFO:
+        e.type = 'p';
+        break;
+      default:
+        e.type = 'f';
+        break;
     }
-    for (const auto& [k, v] : t.xattrs) archive_entry_xattr_add_entry(e, k.c_str(), v.data(), v.size());
-    if (!t.pax.empty()) archive_write_set_format_pax(a);
-    archive_write_header(a, e);
-    if (!t.hardlink && t.type == AE_IFREG && !t.data.empty()) archive_write_data(a, t.data.data(), t.data.size());
-    archive_entry_free(e);
+    if (t.hardlink) e.type = 'h';
+    out.push_back(std::move(e));
   }
-  archive_write_close(a);
-  archive_write_free(a);
-  return out;
+  return tartest::BuildTar(out);
 }
 
-// A raw ustar header block with `name` (<= 100 bytes), type flag and size;
-// for archives libarchive's writer refuses to produce.
-inline std::string RawTarHeader(const std::string& name, char typeflag, size_t size, const std::string& link = "") {
-  std::string h(512, '\0');
-  std::memcpy(h.data(), name.data(), std::min<size_t>(name.size(), 100));
-  std::snprintf(h.data() + 100, 8, "%07o", 0644);
-  std::snprintf(h.data() + 108, 8, "%07o", 0);
-  std::snprintf(h.data() + 116, 8, "%07o", 0);
-  std::snprintf(h.data() + 124, 12, "%011zo", size);
-  std::snprintf(h.data() + 136, 12, "%011o", 1700000000);
-  h[156] = typeflag;
-  std::memcpy(h.data() + 157, link.data(), std::min<size_t>(link.size(), 100));
-  std::memcpy(h.data() + 257, "ustar", 6);
-  h[263] = '0';
-  h[264] = '0';
-  std::memset(h.data() + 148, ' ', 8);
-  unsigned sum = 0;
-  for (unsigned char c : h) sum += c;
-  std::snprintf(h.data() + 148, 8, "%06o", sum);
-  return h;
-}
-
-inline std::string PadTo512(std::string s) {
-  s.resize((s.size() + 511) / 512 * 512, '\0');
-  return s;
-}
-
-inline std::string Gzip(const std::string& in) {
-  z_stream zs{};
-  deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
-  std::string out(deflateBound(&zs, in.size()) + 64, '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
-  zs.avail_in = static_cast<uInt>(in.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  deflate(&zs, Z_FINISH);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
-
-inline std::string Zstd(const std::string& in) {
-  std::string out(ZSTD_compressBound(in.size()), '\0');
-  size_t n = ZSTD_compress(out.data(), out.size(), in.data(), in.size(), 3);
-  out.resize(n);
-  return out;
-}
+using tartest::Gzip;
+using tartest::Zstd;
 
 enum class Compression { kNone, kGzip, kZstd };
 

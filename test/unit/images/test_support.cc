@@ -1,7 +1,5 @@
 #include "test/unit/images/test_support.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -55,34 +53,52 @@ TarEntry Hardlink(const std::string& path, const std::string& target) {
   return e;
 }
 
-namespace {
-
-la_ssize_t AppendCb(struct archive*, void* user, const void* buf, size_t n) {
-  static_cast<std::string*>(user)->append(static_cast<const char*>(buf), n);
-  return static_cast<la_ssize_t>(n);
+void SetOctal(std::string& blk, size_t off, size_t len, int64_t v) {
+  uint64_t u = static_cast<uint64_t>(v);
+  for (size_t i = len - 1; i-- > 0;) {
+    blk[off + i] = static_cast<char>('0' + (u & 7));
+    u >>= 3;
+  }
+  blk[off + len - 1] = '\0';
 }
 
-// A raw ustar header block (for entries libarchive's writer cannot make).
-std::string RawHeader(const std::string& name, char type, size_t size, int mode) {
-  char h[512] = {};
-  std::snprintf(h, 100, "%s", name.substr(0, 99).c_str());
-  std::snprintf(h + 100, 8, "%07o", mode);
-  std::snprintf(h + 108, 8, "%07o", 0);
-  std::snprintf(h + 116, 8, "%07o", 0);
-  std::snprintf(h + 124, 12, "%011zo", size);
-  std::snprintf(h + 136, 12, "%011o", 1700000000);
+void SetBase256(std::string& blk, size_t off, size_t len, int64_t v) {
+  uint64_t u = static_cast<uint64_t>(v);
+  for (size_t i = len; i-- > 0;) {
+    blk[off + i] = static_cast<char>(u & 0xff);
+    u = v < 0 ? (u >> 8) | (uint64_t{0xff} << 56) : u >> 8;
+  }
+  blk[off] = static_cast<char>(blk[off] | 0x80);
+}
+
+void FixChecksum(std::string& blk, bool signed_sum) {
+  std::memset(blk.data() + 148, ' ', 8);
+  int64_t sum = 0;
+  for (char c : blk.substr(0, 512))
+    sum += signed_sum ? static_cast<signed char>(c) : static_cast<unsigned char>(c);
+  std::snprintf(blk.data() + 148, 8, "%06llo", static_cast<long long>(sum));
+  blk[155] = ' ';
+}
+
+std::string HeaderBlock(const std::string& name, char type, int64_t size, int mode, const std::string& link) {
+  std::string h(512, '\0');
+  std::memcpy(h.data(), name.data(), std::min<size_t>(name.size(), 100));
+  SetOctal(h, 100, 8, mode);
+  SetOctal(h, 108, 8, 0);
+  SetOctal(h, 116, 8, 0);
+  SetOctal(h, 124, 12, size);
+  SetOctal(h, 136, 12, 1700000000);
   h[156] = type;
-  std::memcpy(h + 257, "ustar", 6);
-  std::memcpy(h + 263, "00", 2);
-  std::memset(h + 148, ' ', 8);
-  unsigned sum = 0;
-  for (unsigned char c : h) sum += c;
-  std::snprintf(h + 148, 8, "%06o", sum);
-  h[155] = ' ';
-  return std::string(h, 512);
+  std::memcpy(h.data() + 157, link.data(), std::min<size_t>(link.size(), 100));
+  std::memcpy(h.data() + 257, "ustar", 6);  // with its NUL
+  std::memcpy(h.data() + 263, "00", 2);
+  SetOctal(h, 329, 8, 0);
+  SetOctal(h, 337, 8, 0);
+  FixChecksum(h);
+  return h;
 }
 
-std::string Pad(std::string s) {
+std::string PadBlock(std::string s) {
   s.resize((s.size() + 511) / 512 * 512, '\0');
   return s;
 }
@@ -95,86 +111,73 @@ std::string PaxRecord(const std::string& key, const std::string& value) {
   return absl::StrCat(len, " ", key, "=", value, "\n");
 }
 
-std::string BuildRawTar(const std::vector<TarEntry>& entries) {
-  std::string out;
-  for (const TarEntry& e : entries) {
-    if (!e.pax.empty()) {
-      std::string recs;
-      for (const auto& [k, v] : e.pax) recs += PaxRecord(k, v);
-      out += RawHeader("PaxHeaders/x", 'x', recs.size(), 0644) + Pad(recs);
-    }
-    char type = e.type == 'd' ? '5' : e.type == 'l' ? '2' : e.type == 'h' ? '1' : '0';
-    std::string h = RawHeader(e.path, type, e.type == 'f' ? e.data.size() : 0, e.mode);
-    if (e.type == 'l' || e.type == 'h') {
-      std::snprintf(h.data() + 157, 100, "%s", e.target.substr(0, 99).c_str());
-      std::memset(h.data() + 148, ' ', 8);
-      unsigned sum = 0;
-      for (unsigned char c : h) sum += c;
-      std::snprintf(h.data() + 148, 8, "%06o", sum);
-      h[155] = ' ';
-    }
-    out += h;
-    if (e.type == 'f') out += Pad(e.data);
-  }
-  out += std::string(1024, '\0');
-  return out;
+std::string PaxHeader(const std::vector<std::pair<std::string, std::string>>& records, char type) {
+  std::string data;
+  for (const auto& [k, v] : records) data += PaxRecord(k, v);
+  return HeaderBlock("PaxHeaders/x", type, static_cast<int64_t>(data.size())) + PadBlock(data);
 }
 
-}  // namespace
-
 std::string BuildTar(const std::vector<TarEntry>& entries) {
-  for (const TarEntry& e : entries)
-    if (!e.pax.empty()) return BuildRawTar(entries);
   std::string out;
-  struct archive* a = archive_write_new();
-  archive_write_set_format_pax(a);
-  archive_write_set_bytes_in_last_block(a, 1);
-  archive_write_open(a, &out, nullptr, &AppendCb, nullptr);
   for (const TarEntry& e : entries) {
-    struct archive_entry* ent = archive_entry_new();
-    archive_entry_set_pathname(ent, e.path.c_str());
-    archive_entry_set_uid(ent, e.uid);
-    archive_entry_set_gid(ent, e.gid);
-    archive_entry_set_mtime(ent, e.mtime, e.mtime_nsec);
-    mode_t type = AE_IFREG;
+    // What the ustar fields cannot hold goes into a PAX header, like
+    // libarchive's and Go's writers do; `pax` is added verbatim after it.
+    std::vector<std::pair<std::string, std::string>> recs;
+    if (e.path.size() > 100) recs.emplace_back("path", e.path);
+    if (e.target.size() > 100) recs.emplace_back("linkpath", e.target);
+    const int64_t kMaxOctal7 = 07777777, kMaxOctal11 = 077777777777;
+    if (e.uid < 0 || e.uid > kMaxOctal7) recs.emplace_back("uid", std::to_string(e.uid));
+    if (e.gid < 0 || e.gid > kMaxOctal7) recs.emplace_back("gid", std::to_string(e.gid));
+    bool pax_mtime = e.mtime_nsec != 0 || e.mtime < 0 || e.mtime > kMaxOctal11;
+    if (pax_mtime) {
+      char t[64];
+      if (e.mtime < 0 && e.mtime_nsec > 0) {  // -1 s + 0.25 s is "-0.75"
+        std::snprintf(t, sizeof t, "-%lld.%09ld", -static_cast<long long>(e.mtime + 1),
+                      1000000000 - e.mtime_nsec);
+      } else {
+        std::snprintf(t, sizeof t, "%lld.%09ld", static_cast<long long>(e.mtime), e.mtime_nsec);
+      }
+      recs.emplace_back("mtime", t);
+    }
+    for (const auto& [k, v] : e.xattrs) recs.emplace_back("SCHILY.xattr." + k, v);
+    for (const auto& [k, v] : e.pax) recs.emplace_back(k, v);
+    if (!recs.empty()) out += PaxHeader(recs);
+
+    char type = '0';
     switch (e.type) {
       case 'd':
-        type = AE_IFDIR;
+        type = '5';
         break;
       case 'l':
-        type = AE_IFLNK;
-        archive_entry_set_symlink(ent, e.target.c_str());
+        type = '2';
         break;
       case 'h':
-        type = AE_IFREG;
-        archive_entry_set_hardlink(ent, e.target.c_str());
+        type = '1';
         break;
       case 'c':
-        type = AE_IFCHR;
+        type = '3';
         break;
       case 'b':
-        type = AE_IFBLK;
+        type = '4';
         break;
       case 'p':
-        type = AE_IFIFO;
+        type = '6';
         break;
       default:
         break;
     }
-    archive_entry_set_filetype(ent, type);
-    archive_entry_set_perm(ent, static_cast<mode_t>(e.mode));
-    if (e.type == 'c' || e.type == 'b') {
-      archive_entry_set_rdevmajor(ent, e.dev_major);
-      archive_entry_set_rdevminor(ent, e.dev_minor);
-    }
-    for (const auto& [k, v] : e.xattrs) archive_entry_xattr_add_entry(ent, k.c_str(), v.data(), v.size());
-    archive_entry_set_size(ent, e.type == 'f' ? static_cast<la_int64_t>(e.data.size()) : 0);
-    archive_write_header(a, ent);
-    if (e.type == 'f' && !e.data.empty()) archive_write_data(a, e.data.data(), e.data.size());
-    archive_entry_free(ent);
+    int64_t size = e.type == 'f' ? static_cast<int64_t>(e.data.size()) : 0;
+    std::string h = HeaderBlock(e.path, type, size, e.mode, e.target);
+    SetOctal(h, 108, 8, e.uid < 0 || e.uid > kMaxOctal7 ? 0 : e.uid);
+    SetOctal(h, 116, 8, e.gid < 0 || e.gid > kMaxOctal7 ? 0 : e.gid);
+    SetOctal(h, 136, 12, pax_mtime && (e.mtime < 0 || e.mtime > kMaxOctal11) ? 0 : e.mtime);
+    SetOctal(h, 329, 8, e.dev_major);
+    SetOctal(h, 337, 8, e.dev_minor);
+    FixChecksum(h);
+    out += h;
+    if (e.type == 'f') out += PadBlock(e.data);
   }
-  archive_write_close(a);
-  archive_write_free(a);
+  out += std::string(1024, '\0');
   return out;
 }
 

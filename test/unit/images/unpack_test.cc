@@ -377,6 +377,93 @@ TEST_F(UnpackTest, RootEntryAppliesToTheLayerRoot) {
   EXPECT_FALSE(Extract(BuildTar({Symlink("/", "/etc")})).ok());
 }
 
+TEST_F(UnpackTest, SparseFilesKeepTheirHoles) {
+  // GNU PAX sparse 1.0: "hello" at 0, "world" at 3 MiB, a hole to 4 MiB.
+  const int64_t size = 4 << 20, second = 3 << 20;
+  std::string body = PadBlock(absl::StrCat("2\n0\n5\n", second, "\n5\n")) + "helloworld";
+  std::string tar = PaxHeader({{"GNU.sparse.major", "1"},
+                               {"GNU.sparse.minor", "0"},
+                               {"GNU.sparse.name", "dir/sparse"},
+                               {"GNU.sparse.realsize", std::to_string(size)}}) +
+                    HeaderBlock("dir/GNUSparseFile.1/sparse", '0', static_cast<int64_t>(body.size())) +
+                    PadBlock(body) + std::string(1024, '\0');
+  auto st = Extract(tar);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->content_bytes, static_cast<uint64_t>(size));
+  std::string want(static_cast<size_t>(size), '\0');
+  want.replace(0, 5, "hello");
+  want.replace(static_cast<size_t>(second), 5, "world");
+  EXPECT_TRUE(Read("dir/sparse") == want);
+  struct stat s;
+  ASSERT_EQ(::lstat((root_ + "/dir/sparse").c_str(), &s), 0);
+  EXPECT_EQ(s.st_size, size);
+  EXPECT_LT(s.st_blocks * 512, 1 << 20) << "the holes were written out";
+  EXPECT_FALSE(PathExists(root_ + "/dir/GNUSparseFile.1"));
+  ExpectOutsideUnchanged();
+}
+
+TEST_F(UnpackTest, GlobalPaxHeadersApply) {
+  std::string tar = PaxHeader({{"mtime", "1234567890.5"}, {"comment", "from git archive"}}, 'g');
+  std::string rest = BuildTar({File("a", "x"), Dir("d")});
+  auto st = Extract(tar + rest);
+  ASSERT_TRUE(st.ok()) << st.status();
+  for (const char* p : {"a", "d"}) {
+    struct stat s;
+    ASSERT_EQ(::lstat((root_ + "/" + p).c_str(), &s), 0) << p;
+    EXPECT_EQ(s.st_mtim.tv_sec, 1234567890) << p;
+    EXPECT_EQ(s.st_mtim.tv_nsec, 500000000) << p;
+  }
+}
+
+TEST_F(UnpackTest, UnknownTypesAndEarlyZeroBlocksFail) {
+  // Entry types tar cannot restore are refused rather than made files.
+  std::string dumpdir = HeaderBlock("d", 'D', 0) + std::string(1024, '\0');
+  auto a = Extract(dumpdir);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(a.status().message().find("unsupported entry type 'D'"), absl::string_view::npos) << a.status();
+  // A lone zero block followed by more entries is not an end of archive
+  // that silently drops them (Go's reader refuses it too).
+  std::string one = BuildTar({File("first", "1")});
+  std::string two = BuildTar({File("second", "2")});
+  auto b = Extract(one.substr(0, one.size() - 512) + two);
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument);
+  ExpectOutsideUnchanged();
+}
+
+TEST_F(UnpackTest, StreamErrorsPassThroughUnchanged) {
+  // A source that fails in the middle of a file's data.
+  class Failing : public ByteSource {
+   public:
+    explicit Failing(std::string data) : data_(std::move(data)) {}
+    absl::StatusOr<size_t> Read(char* buf, size_t n) override {
+      if (off_ >= 3000) return absl::DataLossError("gzip: bad CRC");
+      size_t k = std::min({n, size_t{1000}, data_.size() - off_});
+      std::memcpy(buf, data_.data() + off_, k);
+      off_ += k;
+      return k;
+    }
+
+   private:
+    std::string data_;
+    size_t off_ = 0;
+  };
+  Failing src(BuildTar({File("f", std::string(10000, 'f'))}));
+  ExtractOptions o;
+  o.preserve_owner = IsRoot();
+  auto st = ExtractTar(src, root_, o);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(st.status().message(), "layer entry \"f\": gzip: bad CRC");
+  // The reader's own verdict is INVALID_ARGUMENT and says where it was.
+  auto bad = Extract(BuildTar({File("g", std::string(10000, 'g'))}).substr(0, 3000));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().message().find("layer entry \"g\": reading file data: tar archive truncated"), 0u)
+      << bad.status();
+}
+
 // ---- streams -----------------------------------------------------------------
 
 std::string ReadAll(ByteSource& s, size_t chunk = 4096, size_t max = SIZE_MAX) {

@@ -1,6 +1,7 @@
 #pragma once
 // The network edge of the image service: one HTTP round trip at a time.
-// The real implementation uses libcurl; unit tests use an in-memory registry.
+// The real implementation is our HTTP/1.1 client (images/http_transport.h);
+// unit tests use an in-memory registry.
 #include <atomic>
 #include <functional>
 #include <map>
@@ -58,17 +59,15 @@ class RegistryTransport {
   // the final status is 2xx, the body goes to `sink` and HttpResponse::body
   // stays empty; otherwise the body is collected in HttpResponse::body (up
   // to req.max_body_bytes). Redirect response bodies are never delivered.
-  // Errors: UNAVAILABLE when the server cannot be reached or the connection
-  // breaks (naming the URL), DEADLINE_EXCEEDED after req.stall_timeout
-  // without progress, CANCELLED when *req.cancel becomes true, and any error
-  // returned by `sink`. Thread-safe: many requests may run at once and share
-  // connections (keep-alive).
+  // Errors (naming method and URL): UNAVAILABLE when the server cannot be
+  // reached, the connection breaks, TLS fails or the response is not valid
+  // HTTP, DEADLINE_EXCEEDED after req.stall_timeout without progress,
+  // CANCELLED when *req.cancel becomes true, RESOURCE_EXHAUSTED for a body
+  // over req.max_body_bytes, INVALID_ARGUMENT for a malformed URL, header or
+  // proxy setting, FAILED_PRECONDITION when req.ca_file cannot be loaded;
+  // and any error returned by `sink`, unchanged. Thread-safe: many requests
+  // may run at once and share connections (keep-alive).
   virtual absl::StatusOr<HttpResponse> RoundTrip(const HttpRequest& req, const BodySink& sink) = 0;
 };
-
-// The libcurl transport: HTTP/1.1 + TLS, one shared connection pool, DNS and
-// TLS session caches, redirects followed for blobs (never to other schemes
-// than http/https).
-std::unique_ptr<RegistryTransport> NewCurlTransport();
 
 }  // namespace crisp::images

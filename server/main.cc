@@ -17,9 +17,9 @@
 #include "common/reaper.h"
 #include "common/status.h"
 #include "grpcpp/grpcpp.h"
+#include "images/http_transport.h"
 #include "images/image_manager.h"
 #include "images/reference.h"
-#include "images/transport.h"
 #include "netcni/cni.h"
 #include "netcni/embedded.h"
 #include "runtime/cgroups.h"
@@ -136,7 +136,7 @@ int Run(int argc, char** argv) {
   }
   if (!registry_resolve.empty()) {
     // Which endpoints a pull of REF would try, in order (no network access).
-    images::ImageManager m(ImageOptionsFromConfig(config), images::NewCurlTransport());
+    images::ImageManager m(ImageOptionsFromConfig(config), images::NewHttpTransport());
     auto ref = images::ParseReference(registry_resolve);
     if (!ref.ok()) {
       std::fprintf(stderr, "crispd: %s\n", std::string(ref.status().message()).c_str());
@@ -195,7 +195,8 @@ int Run(int argc, char** argv) {
   log->info("pod network: {} (CNI conf dir {}, embedded bridge {} {})", netcni::NetworkModeName(config.network),
             config.cni.conf_dir, emb_opts.bridge, emb_opts.subnet);
   auto cgroups = std::make_unique<runtime::CgroupManager>(*layout, runtime::NewFsCgroupWriter());
-  auto image_manager = std::make_unique<images::ImageManager>(ImageOptionsFromConfig(config), images::NewCurlTransport());
+  auto image_manager =
+      std::make_unique<images::ImageManager>(ImageOptionsFromConfig(config), images::NewHttpTransport());
   CriService svc(config, std::move(cni), std::move(embedded), std::move(cgroups), std::move(image_manager));
   if (auto s = svc.Init(); !s.ok()) {
     log->critical("initialising: {}", s.ToString());

@@ -123,8 +123,9 @@ bool DescendsFrom(pid_t pid, pid_t ancestor) {
   return false;
 }
 
-// Open fds of `pid`, not counting TCP sockets: those are libcurl's pooled
-// keep-alive connections to registries, which come and go with the pool.
+// Open fds of `pid`, not counting TCP sockets: those are the HTTP
+// transport's pooled keep-alive connections to registries, which come and go
+// with the pool.
 static size_t CountFdsButTcp(pid_t pid) {
   std::set<std::string> tcp;  // "socket:[inode]"
   for (const char* f : {"tcp", "tcp6"}) {

@@ -3,6 +3,9 @@
 // (test/testing/fixture_registry.h), one open and one with Basic auth. The
 // daemon maps docker.io to a closed port (pulls fail fast) and the
 // unresolvable host "nonexistent.invalid" to the open registry (a mirror).
+// A third registry serves the open one's storage over HTTPS with a CA made at
+// test time: "tls.invalid" is mirrored to it by IP with that CA in
+// registry.ca_files, "untrusted.invalid" by name without it.
 // Unpacking details (whiteouts, owners, hostile tars) are covered below the
 // socket by test/integration/images and test/unit/images.
 #include "absl/strings/match.h"
@@ -11,6 +14,7 @@
 #include "images/digest.h"
 #include "test/e2e/harness.h"
 #include "test/testing/fixture_registry.h"
+#include "test/testing/test_certs.h"
 
 namespace crisp::e2e {
 namespace {
@@ -32,11 +36,25 @@ class ImageTest : public E2eTest {
     }
     DaemonOptions o;
     o.extra_yaml = "registry:\n  mirrors:\n    docker.io: [\"http://127.0.0.1:9\"]\n";
-    if (reg_) absl::StrAppend(&o.extra_yaml, "    nonexistent.invalid: [\"http://", reg_->open(), "\"]\n");
+    std::string ca_files;
+    if (reg_) {
+      absl::StrAppend(&o.extra_yaml, "    nonexistent.invalid: [\"http://", reg_->open(), "\"]\n");
+      auto tls = StartTlsRegistry();
+      if (tls.ok()) {
+        absl::StrAppend(&o.extra_yaml, "    tls.invalid: [\"https://", *tls, "\"]\n",
+                        "    untrusted.invalid: [\"https://localhost:", tls->substr(tls->find(':') + 1),
+                        "\"]\n");
+        ca_files = absl::StrCat("  ca_files:\n    \"", *tls, "\": \"", tls_dir_, "/registry-ca.pem\"\n");
+      } else {
+        ADD_FAILURE() << "cannot start the TLS registry: " << tls.status();
+      }
+    }
+    o.extra_yaml += ca_files;
     StartDaemon(o);
-    // libcurl sets up its resolver (a few fds) on the first pull; do that
-    // before the per-test fd baseline, so that the leak check sees fds that
-    // grow with every pull. (Pooled TCP connections are not counted.)
+    // Anything the daemon sets up once on its first pull must not count as
+    // a leak: pull once before the per-test fd baseline, so that the leak
+    // check sees fds that grow with every pull. (Pooled TCP connections to
+    // registries are not counted.)
     if (daemon_) {
       cri::PullImageRequest req;
       req.mutable_image()->set_image("busybox:warmup");
@@ -47,6 +65,20 @@ class ImageTest : public E2eTest {
   static void TearDownTestSuite() {
     E2eTest::TearDownTestSuite();
     reg_.reset();
+    if (!tls_dir_.empty()) {
+      EXPECT_TRUE(RemoveAll(tls_dir_).ok());
+      tls_dir_.clear();
+    }
+  }
+  // Makes a CA and a certificate for localhost and 127.0.0.1 in a new temp
+  // dir and starts the HTTPS registry with them; its "127.0.0.1:PORT".
+  static absl::StatusOr<std::string> StartTlsRegistry() {
+    char tmpl[] = "/tmp/crisp-e2e-tls.XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
+    tls_dir_ = tmpl;
+    auto certs = testing::MakeTestCerts(tls_dir_, "registry", {"localhost"}, {"127.0.0.1"});
+    if (!certs.ok()) return certs.status();
+    return reg_->StartTls(certs->server_cert, certs->server_key);
   }
   void TearDown() override {
     // Every test starts with an empty store.
@@ -105,9 +137,11 @@ class ImageTest : public E2eTest {
 
   static std::unique_ptr<testing::FixtureRegistries> reg_;
   static std::string skip_;
+  static std::string tls_dir_;  // the TLS registry's CA, certificate and key
 };
 std::unique_ptr<testing::FixtureRegistries> ImageTest::reg_;
 std::string ImageTest::skip_;
+std::string ImageTest::tls_dir_;
 
 // Tests that need the registries.
 class RegistryTest : public ImageTest {
@@ -115,6 +149,18 @@ class RegistryTest : public ImageTest {
   void SetUp() override {
     if (!skip_.empty()) GTEST_SKIP() << skip_;
     ImageTest::SetUp();
+  }
+  // Pulls `ref` (a host served by a mirror) and checks that the image goes
+  // by that name, with a repo digest under it too.
+  void PullByMirror(const std::string& ref) {
+    std::string id;
+    grpc::Status s = Pull(ref, &id);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    cri::Image img = Status(ref);
+    EXPECT_EQ(img.id(), id);
+    ASSERT_EQ(img.repo_digests_size(), 1);
+    std::string name = ref.substr(0, ref.rfind(':'));
+    EXPECT_TRUE(absl::StartsWith(img.repo_digests(0), name + "@sha256:")) << img.repo_digests(0);
   }
 };
 
@@ -236,17 +282,20 @@ TEST_F(RegistryTest, PullByDigestAndByTagAtDigest) {
 }
 
 TEST_F(RegistryTest, PullThroughAMirrorWhenTheUpstreamDoesNotResolve) {
-  std::string ref = "nonexistent.invalid/crisp/busybox:latest";
-  std::string id;
-  grpc::Status s = Pull(ref, &id);
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  cri::Image img = Status(ref);
-  EXPECT_EQ(img.id(), id);
-  ASSERT_EQ(img.repo_digests_size(), 1);
-  EXPECT_TRUE(absl::StartsWith(img.repo_digests(0), "nonexistent.invalid/crisp/busybox@sha256:"));
+  ASSERT_NO_FATAL_FAILURE(PullByMirror("nonexistent.invalid/crisp/busybox:latest"));
   // A host without a mirror that does not resolve fails cleanly.
-  s = Pull("other.invalid/crisp/busybox:latest");
+  grpc::Status s = Pull("other.invalid/crisp/busybox:latest");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+}
+
+TEST_F(RegistryTest, PullOverHttpsWithTheConfiguredCa) {
+  ASSERT_NO_FATAL_FAILURE(PullByMirror("tls.invalid/crisp/busybox:latest"));
+  // The same registry by a name whose host has no CA configured: the
+  // certificate does not verify and the pull fails with OpenSSL's reason.
+  grpc::Status s = Pull("untrusted.invalid/crisp/busybox:latest");
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "certificate verify failed")) << s.error_message();
+  EXPECT_EQ(Status("untrusted.invalid/crisp/busybox:latest").id(), "");
 }
 
 TEST_F(RegistryTest, BasicAuth) {

@@ -46,12 +46,13 @@ RunResult Run(const std::string& cmd) {
 
 std::string Quote(const std::string& s) { return "'" + s + "'"; }
 
-// Starts a registry on `dir` (with htpasswd if `creds` is "user:pass");
+// Starts a registry on `dir` (with htpasswd if `creds` is "user:pass";
+// `env` is put before the command, e.g. "TLS_CERT=... TLS_KEY=... ");
 // returns its port.
 absl::StatusOr<std::string> StartRegistry(const std::string& fixtures, const std::string& dir,
-                                          const std::string& creds) {
-  RunResult r = Run(absl::StrCat("WATCH_PID=", ::getpid(), " ", Quote(fixtures + "/registry.sh"), " start ",
-                                 Quote(dir), creds.empty() ? "" : " " + creds));
+                                          const std::string& creds, const std::string& env = "") {
+  RunResult r = Run(absl::StrCat(env, "WATCH_PID=", ::getpid(), " ", Quote(fixtures + "/registry.sh"),
+                                 " start ", Quote(dir), creds.empty() ? "" : " " + creds));
   std::string port(absl::StripAsciiWhitespace(r.out));
   if (r.status != 0 || port.empty()) return absl::InternalError("starting a registry in " + dir + " failed");
   return port;
@@ -155,10 +156,23 @@ std::unique_ptr<FixtureRegistries> FixtureRegistries::StartOrExplain() {
   return std::move(*r);
 }
 
+absl::StatusOr<std::string> FixtureRegistries::StartTls(const std::string& cert, const std::string& key) {
+  std::string dir = work_ + "/registry-tls";
+  RETURN_IF_ERROR(MkdirAll(dir));
+  if (::symlink((open_dir_ + "/data").c_str(), (dir + "/data").c_str()) != 0)
+    return ErrnoStatus(errno, "linking the open registry's storage into " + dir);
+  tls_dir_ = dir;
+  ASSIGN_OR_RETURN(std::string port,
+                   StartRegistry(fixtures_, dir, "",
+                                 absl::StrCat("TLS_CERT=", Quote(cert), " TLS_KEY=", Quote(key), " ")));
+  return "127.0.0.1:" + port;
+}
+
 FixtureRegistries::~FixtureRegistries() {
   if (work_.empty()) return;
   StopRegistry(fixtures_, open_dir_);
   StopRegistry(fixtures_, auth_dir_);
+  if (!tls_dir_.empty()) StopRegistry(fixtures_, tls_dir_);
   absl::Status s = RemoveAll(work_);
   if (!s.ok()) std::fprintf(stderr, "removing %s: %s\n", work_.c_str(), s.ToString().c_str());
 }

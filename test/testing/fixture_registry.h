@@ -38,6 +38,11 @@ class FixtureRegistries {
   // Stops the registries and deletes the copies.
   ~FixtureRegistries();
 
+  // Starts one more registry serving the open registry's storage over HTTPS
+  // with the PEM certificate `cert` and key `key`; returns its
+  // "127.0.0.1:PORT". Stopped with the others.
+  absl::StatusOr<std::string> StartTls(const std::string& cert, const std::string& key);
+
   const std::string& open() const { return open_; }  // "127.0.0.1:PORT"
   const std::string& auth() const { return auth_; }
   const std::string& open_dir() const { return open_dir_; }
@@ -57,7 +62,7 @@ class FixtureRegistries {
 
  private:
   FixtureRegistries() = default;
-  std::string fixtures_, cache_, work_, open_dir_, auth_dir_, open_, auth_;
+  std::string fixtures_, cache_, work_, open_dir_, auth_dir_, tls_dir_, open_, auth_;
 };
 
 }  // namespace crisp::testing

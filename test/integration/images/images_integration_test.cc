@@ -1,7 +1,7 @@
 // ImageManager against real registries: Debian's docker-registry on loopback
 // ports (one open, one with htpasswd Basic auth), fixture images built from
 // busybox-static by test/fixtures/build-images.sh and pushed with skopeo,
-// the real curl transport, real unpacking on disk and an overlay mount.
+// the real HTTP transport, real unpacking on disk and an overlay mount.
 // Root only (the fixtures carry other owners, setuid files and devices).
 //
 // The fixture images and a registry storage with them pushed are built once
@@ -35,6 +35,7 @@
 #include "common/unique_fd.h"
 #include "gtest/gtest.h"
 #include "images/digest.h"
+#include "images/http_transport.h"
 #include "images/image_manager.h"
 #include "nlohmann/json.hpp"
 #include "test/testing/fixture_registry.h"
@@ -96,7 +97,7 @@ class ImagesIT : public ::testing::Test {
     ImageOptions o;
     o.root = root.empty() ? root_ : root;
     if (tweak) tweak(o);
-    auto m = std::make_unique<ImageManager>(o, NewCurlTransport());
+    auto m = std::make_unique<ImageManager>(o, NewHttpTransport());
     absl::Status s = m->Init();
     EXPECT_TRUE(s.ok()) << s;
     managers_.push_back(std::move(m));

@@ -462,6 +462,8 @@ class HttpTransport : public RegistryTransport {
     }
     auto parsed = http::ParseUrl(req.url);
     if (!parsed.ok()) return fail(nullptr, parsed.status());
+    if (!parsed->userinfo.empty())
+      return fail(nullptr, absl::InvalidArgumentError("credentials in the URL are not supported"));
     const Url original = *parsed;
     Url url = original;
     IoLimits limits{req.stall_timeout, req.cancel};

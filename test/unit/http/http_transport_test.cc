@@ -535,7 +535,8 @@ TEST_F(HttpTransportTest, BadRequestsAreInvalidArgument) {
   req.method = "DELETE";
   EXPECT_TRUE(absl::IsInvalidArgument(t_->RoundTrip(req, nullptr).status()));
   for (const char* url :
-       {"ftp://x/", "http://", "http://a b/", "http://x:99999/", "http://[::1/", "registry/v2/"}) {
+       {"ftp://x/", "http://", "http://a b/", "http://x:99999/", "http://[::1/", "registry/v2/",
+                          "http://user:pass@127.0.0.1:1/"}) {
     auto r = t_->RoundTrip(Req(url), nullptr);
     EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << url << ": " << r.status();
   }

@@ -10,6 +10,8 @@
 //   pull_bench [--n 15] [--variants 100] [--endpoint unix:///run/containerd/containerd.sock]
 //   pull_bench --log-level debug   # crispd's log (tail printed) shows "pull steps:" timings
 //   pull_bench --crispd PATH       # another crispd binary (or a wrapper, e.g. under strace)
+//   pull_bench --image REF         # the cold-pull loop pulls REF instead of the fixture
+//                                  # `large` (e.g. an image in a loopback registry of yours)
 #include <unistd.h>
 
 #include <cstdio>
@@ -61,9 +63,10 @@ absl::Duration CpuTime(pid_t pid) {
   return absl::Seconds(static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK)));
 }
 
-void Measure(CriClient* c, const testing::FixtureRegistries& reg, int n, int variants, pid_t daemon_pid,
-             std::map<std::string, Series>& s, std::set<std::string>& live) {
-  const std::string large = reg.Open("crisp/large:latest");
+void Measure(CriClient* c, const testing::FixtureRegistries& reg, const std::string& image, int n, int variants,
+             pid_t daemon_pid, std::map<std::string, Series>& s, std::set<std::string>& live) {
+  const std::string large = image.empty() ? reg.Open("crisp/large:latest") : image;
+  const std::string name = image.empty() ? "large" : image;
   // Warm-up: connections, resolver, the store's directories.
   live.insert(Pull(c, reg.Open("crisp/busybox:latest")));
   Remove(c, reg.Open("crisp/busybox:latest"));
@@ -72,11 +75,11 @@ void Measure(CriClient* c, const testing::FixtureRegistries& reg, int n, int var
   for (int i = 0; i < n; ++i) {
     std::string id;
     absl::Duration cpu0 = CpuTime(daemon_pid);
-    s["PullImage large (empty store)"].Add(Time([&] { id = Pull(c, large); }));
-    if (daemon_pid > 0) s["PullImage large (empty store), crispd CPU"].Add(CpuTime(daemon_pid) - cpu0);
+    s["PullImage " + name + " (empty store)"].Add(Time([&] { id = Pull(c, large); }));
+    if (daemon_pid > 0) s["PullImage " + name + " (empty store), crispd CPU"].Add(CpuTime(daemon_pid) - cpu0);
     live.insert(id);
-    s["PullImage large (again, nothing new)"].Add(Time([&] { Pull(c, large); }));
-    s["RemoveImage large"].Add(Time([&] { Remove(c, id); }));
+    s["PullImage " + name + " (again, nothing new)"].Add(Time([&] { Pull(c, large); }));
+    s["RemoveImage " + name].Add(Time([&] { Remove(c, id); }));
     live.erase(id);
   }
 
@@ -107,7 +110,7 @@ void Measure(CriClient* c, const testing::FixtureRegistries& reg, int n, int var
 
 int Main(int argc, char** argv) {
   int n = 15, variants = 100;
-  std::string endpoint, crispd_path, log_level;
+  std::string endpoint, crispd_path, log_level, image;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--n" && i + 1 < argc) {
@@ -120,9 +123,11 @@ int Main(int argc, char** argv) {
       crispd_path = argv[++i];
     } else if (a == "--log-level" && i + 1 < argc) {
       log_level = argv[++i];
+    } else if (a == "--image" && i + 1 < argc) {
+      image = argv[++i];
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--n N] [--variants V] [--endpoint unix:///path | --crispd PATH --log-level L]\n",
+                   "usage: %s [--n N] [--variants V] [--image REF] [--endpoint unix:///path | --crispd PATH --log-level L]\n",
                    argv[0]);
       return 2;
     }
@@ -153,7 +158,7 @@ int Main(int argc, char** argv) {
   std::set<std::string> live;
   int rc = 0;
   try {
-    Measure(c, *reg, n, variants, t.daemon ? t.daemon->pid() : 0, s, live);
+    Measure(c, *reg, image, n, variants, t.daemon ? t.daemon->pid() : 0, s, live);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
     if (t.daemon) std::fprintf(stderr, "crispd log tail:\n%s", t.daemon->LogTail().c_str());

@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "server/streaming/streaming.h"
 #include "test/testing/temp_dir.h"
+#include "test/testing/test_certs.h"
 #include "test/testing/spdy_client.h"
 #include "test/testing/ws_client.h"
 #include "test/unit/server/streaming_test_util.h"
@@ -267,11 +268,11 @@ TEST(StreamingServer, DestructorStopsStreamsAndLeavesNoThreadsOrFds) {
 class StreamingTlsTest : public crisp::testing::TempDirTest {};
 
 TEST_F(StreamingTlsTest, WebSocketExecOverTls) {
-  std::string cert = dir_ + "/cert.pem", key = dir_ + "/key.pem";
-  ASSERT_TRUE(testutil::WriteSelfSignedCert(cert, key));
+  auto certs = crisp::testing::MakeTestCerts(dir_, "streaming", {}, {"127.0.0.1"});
+  ASSERT_TRUE(certs.ok()) << certs.status();
   ServerOptions o;
-  o.tls_cert_file = cert;
-  o.tls_key_file = key;
+  o.tls_cert_file = certs->server_cert;
+  o.tls_key_file = certs->server_key;
   FakeProcess p;
   auto s = Start(o);
   ASSERT_NE(s, nullptr);
@@ -304,11 +305,11 @@ TEST_F(StreamingTlsTest, WebSocketExecOverTls) {
 }
 
 TEST_F(StreamingTlsTest, ClientDisconnectOverTlsClosesTheProcessSide) {
-  std::string cert = dir_ + "/cert.pem", key = dir_ + "/key.pem";
-  ASSERT_TRUE(testutil::WriteSelfSignedCert(cert, key));
+  auto certs = crisp::testing::MakeTestCerts(dir_, "streaming", {}, {"127.0.0.1"});
+  ASSERT_TRUE(certs.ok()) << certs.status();
   ServerOptions o;
-  o.tls_cert_file = cert;
-  o.tls_key_file = key;
+  o.tls_cert_file = certs->server_cert;
+  o.tls_key_file = certs->server_key;
   FakeProcess p;
   auto s = Start(o);
   ASSERT_NE(s, nullptr);

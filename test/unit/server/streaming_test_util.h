@@ -5,9 +5,6 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -167,31 +164,6 @@ inline DialPort LoopbackDialer() {
     }
     return fd;
   };
-}
-
-// Writes a self-signed EC certificate and key for 127.0.0.1 as PEM files.
-inline bool WriteSelfSignedCert(const std::string& cert_path, const std::string& key_path) {
-  EVP_PKEY* key = EVP_EC_gen("prime256v1");
-  X509* x = X509_new();
-  if (!key || !x) return false;
-  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-  X509_gmtime_adj(X509_getm_notBefore(x), 0);
-  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-  X509_set_pubkey(x, key);
-  X509_NAME* name = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("127.0.0.1"),
-                             -1, -1, 0);
-  X509_set_issuer_name(x, name);
-  bool ok = X509_sign(x, key, EVP_sha256()) > 0;
-  FILE* c = std::fopen(cert_path.c_str(), "w");
-  FILE* k = std::fopen(key_path.c_str(), "w");
-  ok = ok && c && k && PEM_write_X509(c, x) == 1 &&
-       PEM_write_PrivateKey(k, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
-  if (c) std::fclose(c);
-  if (k) std::fclose(k);
-  X509_free(x);
-  EVP_PKEY_free(key);
-  return ok;
 }
 
 }  // namespace crisp::streaming::testutil
